@@ -1,0 +1,3 @@
+"""tsunagu — open-source Customer Experience Management."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,220 @@
+"""The ``tsunagu`` command. Thin: parse arguments, call services, print. Users' scripts rely on these
+sub-commands and their ``--json`` output; keep them stable.
+
+Bad arguments exit 2 with one line on stderr; errors from services map through ``TsunaguError.exit_code``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+from typing import Any, NoReturn
+
+DEFAULT_PORT = 8000
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, as the CLI contract says; usage is one `--help` away.
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _setup_django() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tsunagu.settings")
+    import django
+
+    django.setup()
+
+
+def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+    print(json.dumps(data, ensure_ascii=False) if getattr(args, "json", False) else text)
+
+
+def _workspace(slug: str) -> Any:
+    from tsunagu.core.errors import NotFound
+    from tsunagu.core.selectors import workspace_get
+
+    workspace = workspace_get(slug=slug)
+    if workspace is None:
+        raise NotFound(f"workspace {slug!r} not found")
+    return workspace
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from django.core.management import call_command
+
+    call_command("migrate", interactive=False, verbosity=1 if args.verbose else 0)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from django.core.management import call_command
+
+    call_command("migrate", interactive=False, verbosity=0)
+    from tsunagu.demo import demo_load
+
+    outcome = demo_load(customers=args.customers, events=args.events, progress=not args.quiet)
+    _emit(args, outcome, outcome["message"])
+    return 0
+
+
+def cmd_createuser(args: argparse.Namespace) -> int:
+    from tsunagu.core.services import membership_add, user_create
+
+    password = args.password or os.environ.get("TSUNAGU_PASSWORD")
+    if not password:
+        raise SystemExit("tsunagu createuser: error: give --password or set TSUNAGU_PASSWORD")
+    user = user_create(username=args.username, password=password, email=args.email or "", is_superuser=args.superuser)
+    if args.workspace:
+        membership_add(workspace=_workspace(args.workspace), user=user, role=args.role)
+    _emit(args, {"username": user.username}, f"created user {user.username}")
+    return 0
+
+
+def cmd_workspace_create(args: argparse.Namespace) -> int:
+    from tsunagu.core.services import workspace_create
+
+    ws = workspace_create(name=args.name, slug=args.slug)
+    _emit(args, {"slug": ws.slug, "name": ws.name}, ws.slug)
+    return 0
+
+
+def cmd_source_create(args: argparse.Namespace) -> int:
+    from tsunagu.events.services import source_create
+
+    source = source_create(workspace=_workspace(args.workspace), name=args.name, channel=args.channel)
+    _emit(args, {"id": source.pk, "name": source.name, "channel": source.channel, "write_key": source.write_key}, source.write_key)
+    return 0
+
+
+def cmd_apikey_create(args: argparse.Namespace) -> int:
+    from tsunagu.core.services import apikey_create
+
+    key, token = apikey_create(workspace=_workspace(args.workspace), name=args.name)
+    _emit(args, {"id": key.pk, "token": token}, token)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from tsunagu.core.worker import run_worker
+
+    import tsunagu.core.handlers  # noqa: F401  (registers job handlers)
+
+    run_worker()
+    return 0
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    from tsunagu.server import serve
+
+    serve(host=args.host, port=args.port, workers=args.workers)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Web and worker in one process tree: the worker is a child process, gunicorn runs in the foreground,
+    and stopping either stops both."""
+    from django.core.management import call_command
+
+    call_command("migrate", interactive=False, verbosity=0)
+    worker = subprocess.Popen([sys.executable, "-m", "tsunagu.cli", "worker"])
+    try:
+        cmd_web(args)
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tsunagu", description="tsunagu — open-source Customer Experience Management")
+    parser.add_argument("--verbose", action="store_true", help=argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def serving(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--host", default=os.environ.get("TSUNAGU_HOST", "127.0.0.1"))
+        p.add_argument("--port", type=int, default=int(os.environ.get("TSUNAGU_PORT", DEFAULT_PORT)))
+        p.add_argument("--workers", type=int, default=int(os.environ.get("TSUNAGU_WEB_WORKERS", 2)))
+
+    p = sub.add_parser("up", help="migrate, then serve web + worker")
+    serving(p)
+    p.set_defaults(func=cmd_up)
+    p = sub.add_parser("web", help="serve the console, the tracking API and the REST API")
+    serving(p)
+    p.set_defaults(func=cmd_web)
+    sub.add_parser("worker", help="run due jobs").set_defaults(func=cmd_worker)
+    sub.add_parser("migrate", help="create or upgrade the database").set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("demo", help="load the demo workspace (idempotent)")
+    p.add_argument("--customers", type=int, default=2000)
+    p.add_argument("--events", type=int, default=50000)
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("createuser", help="create a console user")
+    p.add_argument("username")
+    p.add_argument("--password")
+    p.add_argument("--email")
+    p.add_argument("--superuser", action="store_true")
+    p.add_argument("--workspace", help="slug of a workspace to join")
+    p.add_argument("--role", default="owner")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_createuser)
+
+    ws = sub.add_parser("workspace", help="workspaces").add_subparsers(dest="action", required=True, parser_class=_Parser)
+    p = ws.add_parser("create")
+    p.add_argument("name")
+    p.add_argument("--slug")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_workspace_create)
+
+    src = sub.add_parser("source", help="event sources").add_subparsers(dest="action", required=True, parser_class=_Parser)
+    p = src.add_parser("create")
+    p.add_argument("--workspace", required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--channel", default="web")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_source_create)
+
+    key = sub.add_parser("apikey", help="REST API keys").add_subparsers(dest="action", required=True, parser_class=_Parser)
+    p = key.add_parser("create")
+    p.add_argument("--workspace", required=True)
+    p.add_argument("--name", default="cli")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_apikey_create)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from tsunagu.core.dburl import DatabaseUrlError
+
+        try:
+            _setup_django()
+        except DatabaseUrlError as exc:
+            print(f"tsunagu: error: {exc}", file=sys.stderr)
+            return 2
+        from tsunagu.core.errors import TsunaguError
+
+        try:
+            return int(args.func(args) or 0)
+        except TsunaguError as exc:
+            where = f" ({exc.field})" if exc.field else ""
+            print(f"tsunagu {args.command}: error: {exc.message}{where}", file=sys.stderr)
+            return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

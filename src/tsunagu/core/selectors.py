@@ -1,0 +1,40 @@
+"""Reads of the core."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+
+from tsunagu.core.models import ApiKey, Membership, Workspace
+
+
+def workspace_get(*, slug: str) -> Workspace | None:
+    return Workspace.objects.filter(slug=slug).first()
+
+
+def workspace_list() -> QuerySet[Workspace]:
+    return Workspace.objects.order_by("slug")
+
+
+def workspaces_for_user(*, user: Any) -> QuerySet[Workspace]:
+    if not getattr(user, "is_authenticated", False):
+        return Workspace.objects.none()
+    if user.is_superuser:
+        return Workspace.objects.order_by("name")
+    return Workspace.objects.filter(memberships__user=user).order_by("name")
+
+
+def membership_get(*, workspace: Workspace, user: Any) -> Membership | None:
+    return Membership.objects.filter(workspace=workspace, user=user).first()
+
+
+def apikey_resolve(*, token: str) -> ApiKey | None:
+    """The live API key for a bearer token, with its workspace, or None."""
+    if not token or not token.startswith("tsk_") or len(token) > 200:
+        return None
+    return (
+        ApiKey.objects.select_related("workspace")
+        .filter(token_hash=ApiKey.hash_token(token), revoked_at__isnull=True)
+        .first()
+    )

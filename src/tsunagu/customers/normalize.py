@@ -1,0 +1,101 @@
+"""Normalisation of identities and text, the same everywhere: ingestion, search and the API filters.
+
+Email: NFKC, trimmed, lower-cased. Phone: E.164 with Japan (+81) as the default region. Text for matching:
+NFKC (folds full-width letters and half-width kana), lower case, katakana folded to hiragana, no spaces —
+so 「ヤマダ」, 「ﾔﾏﾀﾞ」 and 「やまだ」 all match.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+import jaconv
+import phonenumbers
+
+# Values that SDKs and forms send when they have nothing: joining profiles on them would merge strangers.
+BLOCKED_VALUES = frozenset(
+    {
+        "",
+        "anonymous",
+        "anon",
+        "null",
+        "undefined",
+        "none",
+        "nil",
+        "nan",
+        "unknown",
+        "n/a",
+        "na",
+        "-",
+        "test",
+        "[object object]",
+        "0",
+        "-1",
+        "true",
+        "false",
+    }
+)
+_ALL_ZEROS = re.compile(r"^[0\-\s.:]+$")
+_SPACES = re.compile(r"\s+")
+
+
+def is_blocked(value: str) -> bool:
+    """True for placeholder values (empty, "anonymous", "null", all zeros…) that must never join profiles."""
+    folded = value.strip().lower()
+    return folded in BLOCKED_VALUES or bool(_ALL_ZEROS.match(folded))
+
+
+def nfkc(value: str) -> str:
+    return unicodedata.normalize("NFKC", value).strip()
+
+
+def normalize_id(value: object) -> str | None:
+    """userId / anonymousId / external ids: strings or numbers, NFKC, trimmed; None when blocked."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        value = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+    if not isinstance(value, str):
+        return None
+    text = nfkc(value)
+    if is_blocked(text) or len(text) > 255:
+        return None
+    return text
+
+
+def normalize_email(value: object) -> str | None:
+    if not isinstance(value, str):
+        return None
+    text = nfkc(value).lower()
+    if is_blocked(text) or "@" not in text or len(text) > 254 or " " in text:
+        return None
+    local, _, domain = text.rpartition("@")
+    if not local or "." not in domain or is_blocked(local):
+        return None
+    return text
+
+
+def normalize_phone(value: object, region: str = "JP") -> str | None:
+    """A phone number in E.164 (``+819012345678``), or None if it cannot be a phone number."""
+    if isinstance(value, int):
+        value = str(value)
+    if not isinstance(value, str):
+        return None
+    text = nfkc(value)
+    if is_blocked(text) or len(text) > 40:
+        return None
+    try:
+        parsed = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def fold_text(value: str) -> str:
+    """Text folded for matching: NFKC, lower case, katakana to hiragana, no whitespace."""
+    text = unicodedata.normalize("NFKC", value).lower()
+    text = jaconv.kata2hira(text)
+    return _SPACES.sub("", text)

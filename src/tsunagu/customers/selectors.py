@@ -1,0 +1,73 @@
+"""Reads of customer profiles."""
+
+from __future__ import annotations
+
+from django.db.models import Q, QuerySet
+
+from tsunagu.core.models import Workspace
+from tsunagu.customers.models import Customer, Identity, IdentityType, Merge
+from tsunagu.customers.normalize import fold_text, normalize_email, normalize_id, normalize_phone
+
+
+def customer_get(*, workspace: Workspace, customer_id: int) -> Customer | None:
+    """A live profile of this workspace. An id that was merged away leads to the profile it lives in now."""
+    customer = Customer.objects.filter(workspace=workspace, pk=customer_id).first()
+    hops = 0
+    while customer is not None and customer.merged_into_id is not None and hops < 50:
+        customer = Customer.objects.filter(workspace=workspace, pk=customer.merged_into_id).first()
+        hops += 1
+    return customer
+
+
+def customer_find_by_identity(*, workspace: Workspace, type_: str, value: str) -> Customer | None:
+    identity = (
+        Identity.objects.select_related("customer").filter(workspace=workspace, type=type_, value=value).first()
+    )
+    return identity.customer if identity else None
+
+
+def customer_list(
+    *,
+    workspace: Workspace,
+    email: str | None = None,
+    phone: str | None = None,
+    user_id: str | None = None,
+    anonymous_id: str | None = None,
+    q: str | None = None,
+) -> QuerySet[Customer]:
+    """Live profiles, newest id first, narrowed by identity filters (normalised as at ingestion) and by
+    free text over names (kanji or kana, any width), email and userId."""
+    qs = Customer.objects.filter(workspace=workspace, merged_into__isnull=True)
+    filters: list[tuple[str, str | None]] = []
+    if email is not None:
+        filters.append((IdentityType.EMAIL, normalize_email(email)))
+    if phone is not None:
+        filters.append((IdentityType.PHONE, normalize_phone(phone)))
+    if user_id is not None:
+        filters.append((IdentityType.USER_ID, normalize_id(user_id)))
+    if anonymous_id is not None:
+        filters.append((IdentityType.ANONYMOUS_ID, normalize_id(anonymous_id)))
+    for type_, value in filters:
+        if value is None:
+            return qs.none()
+        qs = qs.filter(
+            pk__in=Identity.objects.filter(workspace=workspace, type=type_, value=value).values("customer_id")
+        )
+    if q:
+        for term in q.split():
+            folded = fold_text(term)
+            if folded:
+                qs = qs.filter(Q(search_text__contains=folded))
+    return qs.order_by("-pk")
+
+
+def customer_identities(*, customer: Customer) -> QuerySet[Identity]:
+    return customer.identities.order_by("type", "first_seen", "value")
+
+
+def customer_merges(*, customer: Customer) -> QuerySet[Merge]:
+    return Merge.objects.filter(Q(into=customer) | Q(other=customer)).order_by("-created_at")
+
+
+def customer_count(*, workspace: Workspace) -> int:
+    return Customer.objects.filter(workspace=workspace, merged_into__isnull=True).count()

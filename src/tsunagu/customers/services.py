@@ -1,0 +1,356 @@
+"""Writes of customer profiles: identity resolution for a batch of events, merges, trait updates.
+
+Ingestion resolves a whole batch at once: one query finds every profile the batch's identities point at,
+resolution then runs in memory event by event (in batch order), and one flush writes new profiles,
+identities, merges and profile updates — all inside the caller's transaction, so an event and the profile
+change it causes commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tsunagu.core import clock
+from tsunagu.core.models import Workspace
+from tsunagu.customers.models import Customer, Identity, IdentityType, Merge
+from tsunagu.customers.normalize import fold_text, normalize_email, normalize_phone
+
+Key = tuple[str, str]
+
+# Trait names SDKs and Japanese forms use for the name parts we keep as columns.
+_NAME_TRAITS = {
+    "family_name": ("lastName", "last_name", "familyName", "family_name", "sei"),
+    "given_name": ("firstName", "first_name", "givenName", "given_name", "mei"),
+    "family_kana": ("lastNameKana", "last_name_kana", "familyNameKana", "family_name_kana", "sei_kana"),
+    "given_kana": ("firstNameKana", "first_name_kana", "givenNameKana", "given_name_kana", "mei_kana"),
+}
+_SAVE_FIELDS = [
+    "user_id",
+    "email",
+    "phone",
+    "family_name",
+    "given_name",
+    "family_kana",
+    "given_kana",
+    "display_name",
+    "search_text",
+    "traits",
+    "trait_times",
+    "channels",
+    "first_seen",
+    "last_seen",
+    "event_count",
+    "updated_at",
+]
+
+
+@dataclass(slots=True)
+class Touch:
+    """What one event says about its customer. ``keys`` are normalised identities in priority order;
+    ``lookup_only`` keys find a profile but are never added to one (alias's previousId as a userId)."""
+
+    keys: list[Key]
+    timestamp: dt.datetime
+    channel: str
+    message_id: str
+    event_type: str
+    traits: dict[str, Any] | None = None
+    lookup_only: list[Key] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class PendingMerge:
+    into: Customer
+    other: Customer
+    reason: str
+    message_id: str
+    event_type: str
+    identities: list[Key]
+    traits_before: dict[str, Any]
+
+
+def _ms(ts: dt.datetime) -> float:
+    return ts.timestamp() * 1000.0
+
+
+class ProfileBatch:
+    """Resolves the profiles of one batch of events. Use ``load`` with every key of the batch, ``resolve``
+    once per event, then ``flush`` once."""
+
+    def __init__(self, *, workspace: Workspace) -> None:
+        self.workspace = workspace
+        self.now = clock.now()
+        self._owner: dict[Key, Customer] = {}
+        self._keys_of: dict[int, dict[str, set[str]]] = {}
+        self._redirect: dict[int, Customer] = {}
+        self._touched: dict[int, Customer] = {}
+        self._new: list[Customer] = []
+        self._new_keys: list[tuple[Key, Customer, str, dt.datetime]] = []
+        self._merges: list[PendingMerge] = []
+
+    # -- loading ---------------------------------------------------------------------------------
+    def load(self, keys: Iterable[Key]) -> None:
+        """Fetch the profiles that own any of ``keys``, with all their identities (for the limits)."""
+        wanted = set(keys)
+        values = list({v for _, v in wanted})
+        owner_ids: set[int] = set()
+        for chunk_start in range(0, len(values), 900):
+            chunk = values[chunk_start : chunk_start + 900]
+            for type_, value, cid in Identity.objects.filter(
+                workspace=self.workspace, value__in=chunk
+            ).values_list("type", "value", "customer_id"):
+                if (type_, value) in wanted:
+                    owner_ids.add(cid)
+        if not owner_ids:
+            return
+        customers = Customer.objects.in_bulk(list(owner_ids))
+        for type_, value, cid in Identity.objects.filter(customer_id__in=list(owner_ids)).values_list(
+            "type", "value", "customer_id"
+        ):
+            customer = customers[cid]
+            self._owner[(type_, value)] = customer
+            self._keys_of.setdefault(id(customer), {}).setdefault(type_, set()).add(value)
+
+    # -- resolution ------------------------------------------------------------------------------
+    def final(self, customer: Customer) -> Customer:
+        """The profile a (possibly merged-away) profile now lives in."""
+        while id(customer) in self._redirect:
+            customer = self._redirect[id(customer)]
+        return customer
+
+    def resolve(self, touch: Touch) -> Customer:
+        """Find or create the profile of one event, merging profiles the event ties together."""
+        found: list[tuple[Customer, Key]] = []
+        seen: set[int] = set()
+        for key in touch.keys + touch.lookup_only:
+            owner = self._owner.get(key)
+            if owner is None:
+                continue
+            owner = self.final(owner)
+            if id(owner) not in seen:
+                seen.add(id(owner))
+                found.append((owner, key))
+        if found and self._outranked(found[0], touch):
+            found = []
+        if not found:
+            customer = Customer(workspace=self.workspace, created_at=self.now, traits={}, trait_times={}, channels={})
+            self._new.append(customer)
+            self._keys_of[id(customer)] = {}
+        else:
+            customer, key = found[0]
+            for other, other_key in found[1:]:
+                other = self.final(other)
+                customer = self.final(customer)
+                if other is customer or not self._can_merge(customer, other):
+                    continue
+                customer = self._merge(customer, key, other, other_key, touch)
+        for key in touch.keys:
+            self._attach(customer, key, touch)
+        self._apply(customer, touch)
+        self._touched[id(customer)] = customer
+        return customer
+
+    def _outranked(self, match: tuple[Customer, Key], touch: Touch) -> bool:
+        """True when the event carries a new identity that outranks the one it matched by and that the
+        matched profile cannot take (its limit is full): a second userId on a shared device's anonymousId
+        means another person, so the event starts a profile of its own instead of joining."""
+        customer, matched_key = self.final(match[0]), match[1]
+        rank = IdentityType.priority(matched_key[0])
+        for key in touch.keys:
+            if IdentityType.priority(key[0]) >= rank:
+                break
+            if key in self._owner:
+                continue
+            limit = IdentityType.limit(key[0])
+            held = self._keys_of.get(id(customer), {}).get(key[0], ())
+            if limit is not None and len(held) >= limit:
+                return True
+        return False
+
+    def _attach(self, customer: Customer, key: Key, touch: Touch) -> None:
+        if key in self._owner:
+            return  # already this profile's, or another's that the guard kept apart
+        type_, value = key
+        held = self._keys_of.setdefault(id(customer), {}).setdefault(type_, set())
+        limit = IdentityType.limit(type_)
+        if limit is not None and len(held) >= limit:
+            return
+        held.add(value)
+        self._owner[key] = customer
+        self._new_keys.append((key, customer, touch.message_id, touch.timestamp))
+
+    def _can_merge(self, a: Customer, b: Customer) -> bool:
+        keys_a, keys_b = self._keys_of.get(id(a), {}), self._keys_of.get(id(b), {})
+        for type_ in keys_a.keys() & keys_b.keys():
+            limit = IdentityType.limit(type_)
+            if limit is not None and len(keys_a[type_] | keys_b[type_]) > limit:
+                return False
+        return True
+
+    def _merge(self, a: Customer, key_a: Key, b: Customer, key_b: Key, touch: Touch) -> Customer:
+        # A profile already in the database outlives one created in this batch, so ids stay stable.
+        into, other = (b, a) if a.pk is None and b.pk is not None else (a, b)
+        into_key, other_key = (key_b, key_a) if into is b else (key_a, key_b)
+        moved = [(t, v) for t, vals in self._keys_of.get(id(other), {}).items() for v in sorted(vals)]
+        if into.pk is not None and other.pk is not None:
+            self._merges.append(
+                PendingMerge(
+                    into=into,
+                    other=other,
+                    reason=(
+                        f"{touch.event_type} event {touch.message_id} carried {into_key[0]} {into_key[1]!r} "
+                        f"of customer {into.pk} and {other_key[0]} {other_key[1]!r} of customer {other.pk}"
+                    ),
+                    message_id=touch.message_id,
+                    event_type=touch.event_type,
+                    identities=moved,
+                    traits_before={"into": dict(into.traits), "other": dict(other.traits)},
+                )
+            )
+        into_keys = self._keys_of.setdefault(id(into), {})
+        for type_, value in moved:
+            into_keys.setdefault(type_, set()).add(value)
+            self._owner[(type_, value)] = into
+        for i, (key, owner, mid, ts) in enumerate(self._new_keys):
+            if owner is other:
+                self._new_keys[i] = (key, into, mid, ts)
+        self._combine(into, other)
+        self._redirect[id(other)] = into
+        self._touched.pop(id(other), None)
+        return into
+
+    @staticmethod
+    def _combine(into: Customer, other: Customer) -> None:
+        for name, value in other.traits.items():
+            when = other.trait_times.get(name, 0)
+            if name not in into.traits or when >= into.trait_times.get(name, 0):
+                into.traits[name] = value
+                into.trait_times[name] = when
+        for channel, when in other.channels.items():
+            into.channels[channel] = max(when, into.channels.get(channel, 0))
+        if other.first_seen and (not into.first_seen or other.first_seen < into.first_seen):
+            into.first_seen = other.first_seen
+        if other.last_seen and (not into.last_seen or other.last_seen > into.last_seen):
+            into.last_seen = other.last_seen
+        into.event_count += other.event_count
+
+    @staticmethod
+    def _apply(customer: Customer, touch: Touch) -> None:
+        ts = touch.timestamp
+        when = _ms(ts)
+        if touch.traits:
+            for name, value in touch.traits.items():
+                if when >= customer.trait_times.get(name, 0):
+                    customer.traits[name] = value
+                    customer.trait_times[name] = when
+        if customer.first_seen is None or ts < customer.first_seen:
+            customer.first_seen = ts
+        if customer.last_seen is None or ts > customer.last_seen:
+            customer.last_seen = ts
+        if when > customer.channels.get(touch.channel, 0):
+            customer.channels[touch.channel] = when
+        customer.event_count += 1
+
+    # -- writing ---------------------------------------------------------------------------------
+    def flush(self) -> list[Merge]:
+        """Write everything resolved so far; returns the merges recorded (the caller moves their events)."""
+        keys_by_customer: dict[int, dict[str, set[str]]] = self._keys_of
+        new = [c for c in self._new if id(c) not in self._redirect]
+        for customer in new:
+            _denormalize(customer, keys_by_customer.get(id(customer), {}))
+            customer.updated_at = self.now
+        if new:
+            Customer.objects.bulk_create(new, batch_size=500)
+
+        merges: list[Merge] = []
+        for pending in self._merges:
+            Identity.objects.filter(customer_id=pending.other.pk).update(customer_id=pending.into.pk)
+            Customer.objects.filter(pk=pending.other.pk).update(merged_into=pending.into.pk, updated_at=self.now)
+            merges.append(
+                Merge.objects.create(
+                    workspace=self.workspace,
+                    into_id=pending.into.pk,
+                    other_id=pending.other.pk,
+                    reason=pending.reason,
+                    message_id=pending.message_id,
+                    event_type=pending.event_type,
+                    identities=[list(k) for k in pending.identities],
+                    traits_before=pending.traits_before,
+                    created_at=self.now,
+                )
+            )
+
+        identities = [
+            Identity(
+                workspace=self.workspace,
+                customer_id=self.final(owner).pk,
+                type=key[0],
+                value=key[1],
+                first_seen=ts,
+                source_message_id=mid,
+            )
+            for key, owner, mid, ts in self._new_keys
+        ]
+        if identities:
+            # On PostgreSQL two requests may race to add the same identity; the unique constraint keeps
+            # the first and this one is skipped rather than failing the whole batch.
+            Identity.objects.bulk_create(identities, batch_size=500, ignore_conflicts=True)
+
+        new_ids = {id(c) for c in new}
+        existing = [c for c in self._touched.values() if c.pk is not None and id(c) not in new_ids]
+        for customer in existing:
+            _denormalize(customer, keys_by_customer.get(id(customer), {}))
+            customer.updated_at = self.now
+        if existing:
+            Customer.objects.bulk_update(existing, _SAVE_FIELDS, batch_size=500)
+        return merges
+
+    def customer_id_of(self, customer: Customer) -> int | None:
+        """The database id an event resolved to ``customer`` must carry (valid after ``flush``)."""
+        return self.final(customer).pk
+
+
+def _first_trait(traits: dict[str, Any], names: tuple[str, ...]) -> str:
+    for name in names:
+        value = traits.get(name)
+        if isinstance(value, str) and value.strip():
+            return value.strip()[:100]
+    return ""
+
+
+def _denormalize(customer: Customer, keys: dict[str, set[str]]) -> None:
+    """Refresh the searchable columns from identities and traits."""
+    traits = customer.traits
+    customer.user_id = min(keys.get(IdentityType.USER_ID, ()), default="")
+    emails = keys.get(IdentityType.EMAIL, set())
+    phones = keys.get(IdentityType.PHONE, set())
+    trait_email = normalize_email(traits.get("email"))
+    trait_phone = normalize_phone(traits.get("phone"))
+    customer.email = trait_email if trait_email in emails else min(emails, default="")
+    customer.phone = trait_phone if trait_phone in phones else min(phones, default="")
+    for column, names in _NAME_TRAITS.items():
+        setattr(customer, column, _first_trait(traits, names))
+    name = traits.get("name") if isinstance(traits.get("name"), str) else ""
+    if not name and (customer.family_name or customer.given_name):
+        name = f"{customer.family_name} {customer.given_name}".strip()
+    customer.display_name = (name or "")[:200]
+    parts = [
+        customer.display_name,
+        customer.family_name,
+        customer.given_name,
+        customer.family_kana,
+        customer.given_kana,
+        customer.family_name + customer.given_name,
+        customer.family_kana + customer.given_kana,
+        customer.email,
+        customer.user_id,
+    ]
+    customer.search_text = " ".join(fold_text(p) for p in parts if p)
+
+
+def merge_note_events(*, merge: Merge, events_moved: int) -> None:
+    """Record on a merge how many events moved with it (set by ingestion, which owns the events)."""
+    Merge.objects.filter(pk=merge.pk).update(events_moved=events_moved)

@@ -1,0 +1,66 @@
+"""Sources (one per touchpoint or SDK install) and the event store."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from tsunagu.core import clock
+from tsunagu.core.models import Workspace
+from tsunagu.customers.models import Customer
+
+
+class Channel(models.TextChoices):
+    WEB = "web", "Web"
+    APP = "app", "App"
+    EMAIL = "email", "Email"
+    LINE = "line", "LINE"
+    SMS = "sms", "SMS"
+    STORE = "store", "Store"
+    CALL_CENTER = "call_center", "Call centre"
+    SOCIAL = "social", "Social"
+    BACKOFFICE = "backoffice", "Back office"
+
+
+class Source(models.Model):
+    """Where events come from. The write key is the credential SDKs send (Segment's model)."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="sources")
+    name = models.CharField(max_length=200)
+    channel = models.CharField(max_length=20, choices=Channel.choices, default=Channel.WEB)
+    write_key = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=clock.now)
+    rotated_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.channel})"
+
+
+class Event(models.Model):
+    """One Segment-spec event, as received, with the timestamp normalised and the customer it resolved to."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="+")
+    message_id = models.CharField(max_length=100)
+    type = models.CharField(max_length=16)
+    event = models.CharField(max_length=200, blank=True)
+    name = models.CharField(max_length=200, blank=True)
+    user_id = models.CharField(max_length=255, blank=True)
+    anonymous_id = models.CharField(max_length=255, blank=True)
+    group_id = models.CharField(max_length=255, blank=True)
+    previous_id = models.CharField(max_length=255, blank=True)
+    customer = models.ForeignKey(Customer, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    channel = models.CharField(max_length=20)
+    timestamp = models.DateTimeField()
+    original_timestamp = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    received_at = models.DateTimeField()
+    properties = models.JSONField(default=dict, blank=True)
+    traits = models.JSONField(default=dict, blank=True)
+    context = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workspace", "message_id"], name="event_message_unique")]
+        indexes = [
+            models.Index(fields=["customer", "-timestamp", "-id"], name="event_timeline_idx"),
+            models.Index(fields=["workspace", "received_at"], name="event_received_idx"),
+        ]

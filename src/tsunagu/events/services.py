@@ -1,0 +1,239 @@
+"""Writes of the events app: sources and ingestion.
+
+``events_ingest`` is the one path by which events enter tsunagu — the tracking API, the demo loader and
+(later) channel webhooks all call it. A batch is stored and the profiles it touches are updated in one
+transaction; on SQLite with synchronous=FULL the commit is fsync'd before the caller answers 200, so an
+acknowledged event is never lost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+
+from tsunagu.core import clock
+from tsunagu.core.errors import ValidationError
+from tsunagu.core.models import Workspace
+from tsunagu.customers.models import IdentityType
+from tsunagu.customers.normalize import normalize_email, normalize_id, normalize_phone
+from tsunagu.customers.services import ProfileBatch, Touch, merge_note_events
+from tsunagu.events.models import Channel, Event, Source
+from tsunagu.events.validation import ParsedEvent
+
+# Segment's context.channel values and SDK library names, mapped to tsunagu channels.
+_CONTEXT_CHANNELS = {"browser": Channel.WEB, "mobile": Channel.APP, "client": Channel.WEB}
+_LIBRARY_CHANNELS = (
+    ("analytics.js", Channel.WEB),
+    ("analytics-next", Channel.WEB),
+    ("rudder-js", Channel.WEB),
+    ("analytics-ios", Channel.APP),
+    ("analytics-android", Channel.APP),
+    ("analytics-react-native", Channel.APP),
+    ("analytics-flutter", Channel.APP),
+    ("analytics-swift", Channel.APP),
+    ("analytics-kotlin", Channel.APP),
+)
+CHANNELS = frozenset(Channel.values)
+
+
+@dataclass(slots=True)
+class IngestResult:
+    stored: int = 0
+    duplicates: int = 0
+    message_ids: list[str] = field(default_factory=list)
+
+
+def _new_write_key() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def source_create(*, workspace: Workspace, name: str, channel: str = Channel.WEB) -> Source:
+    """Create a source with a fresh write key."""
+    name = (name or "").strip()
+    if not name:
+        raise ValidationError("source name must not be empty", field="name")
+    if len(name) > 200:
+        raise ValidationError("source name is longer than 200 characters", field="name")
+    if channel not in CHANNELS:
+        raise ValidationError(f"channel must be one of {', '.join(sorted(CHANNELS))}", field="channel")
+    return Source.objects.create(workspace=workspace, name=name, channel=channel, write_key=_new_write_key())
+
+
+def source_rotate_key(*, source: Source) -> Source:
+    """Give a source a new write key; the old one stops working at once."""
+    source.write_key = _new_write_key()
+    source.rotated_at = clock.now()
+    source.save(update_fields=["write_key", "rotated_at"])
+    return source
+
+
+def event_channel(*, source: Source, context: dict[str, Any]) -> str:
+    """The touchpoint of an event: ``context.channel`` when it names one, else what the SDK library
+    implies, else the source's channel."""
+    declared = context.get("channel")
+    if isinstance(declared, str):
+        folded = declared.strip().lower()
+        if folded in CHANNELS:
+            return folded
+        if folded in _CONTEXT_CHANNELS:
+            return _CONTEXT_CHANNELS[folded]
+    library = context.get("library")
+    if isinstance(library, dict) and isinstance(library.get("name"), str):
+        lib = library["name"].lower()
+        for prefix, channel in _LIBRARY_CHANNELS:
+            if lib.startswith(prefix):
+                return channel
+    return source.channel
+
+
+def event_timestamp(*, event: ParsedEvent, received_at: dt.datetime) -> dt.datetime:
+    """Segment's clock-skew correction: timestamp = receivedAt − (sentAt − originalTimestamp)."""
+    if event.original_timestamp is None:
+        return received_at
+    if event.sent_at is None:
+        return event.original_timestamp
+    return received_at - (event.sent_at - event.original_timestamp)
+
+
+def _identity_keys(event: ParsedEvent) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    keys: list[tuple[str, str]] = []
+    lookup_only: list[tuple[str, str]] = []
+    user_id = normalize_id(event.user_id)
+    if user_id:
+        keys.append((IdentityType.USER_ID, user_id))
+    trait_sources = [event.traits] if event.type == "identify" else []
+    ctx_traits = event.context.get("traits")
+    if isinstance(ctx_traits, dict):
+        trait_sources.append(ctx_traits)
+    for traits in trait_sources:
+        email = normalize_email(traits.get("email"))
+        if email:
+            keys.append((IdentityType.EMAIL, email))
+        phone = normalize_phone(traits.get("phone"))
+        if phone:
+            keys.append((IdentityType.PHONE, phone))
+    external = event.context.get("externalIds")
+    if isinstance(external, list):
+        for item in external[:20]:
+            if not isinstance(item, dict) or not isinstance(item.get("type"), str):
+                continue
+            kind = item["type"].strip().lower()
+            if kind == "email":
+                value = normalize_email(item.get("id"))
+            elif kind == "phone":
+                value = normalize_phone(item.get("id"))
+            elif kind in ("user_id", "userid"):
+                kind, value = IdentityType.USER_ID, normalize_id(item.get("id"))
+            else:
+                value = normalize_id(item.get("id"))
+                kind = IdentityType.EXTERNAL_PREFIX + kind[:50]
+            if value:
+                keys.append((kind, value))
+    anonymous_id = normalize_id(event.anonymous_id)
+    if anonymous_id:
+        keys.append((IdentityType.ANONYMOUS_ID, anonymous_id))
+    if event.type == "alias":
+        previous = normalize_id(event.previous_id)
+        if previous:
+            keys.append((IdentityType.ANONYMOUS_ID, previous))
+            lookup_only.append((IdentityType.USER_ID, previous))
+    unique = list(dict.fromkeys(keys))
+    unique.sort(key=lambda k: IdentityType.priority(k[0]))
+    return unique, lookup_only
+
+
+def events_ingest(
+    *, source: Source, events: list[ParsedEvent], received_at: dt.datetime | None = None
+) -> IngestResult:
+    """Store validated events and update the profiles they touch, in one transaction.
+
+    A messageId already stored in the workspace (or repeated within the batch) is counted as a duplicate
+    and not stored again, so SDK retries are harmless.
+    """
+    received_at = received_at or clock.now()
+    result = IngestResult()
+    if not events:
+        return result
+    workspace = source.workspace
+    with transaction.atomic():
+        wanted = list({e.message_id for e in events})
+        existing: set[str] = set()
+        for start in range(0, len(wanted), 900):
+            existing.update(
+                Event.objects.filter(
+                    workspace_id=workspace.pk, message_id__in=wanted[start : start + 900]
+                ).values_list("message_id", flat=True)
+            )
+        fresh: list[ParsedEvent] = []
+        for event in events:
+            if event.message_id in existing:
+                result.duplicates += 1
+                continue
+            existing.add(event.message_id)
+            fresh.append(event)
+
+        profiles = ProfileBatch(workspace=workspace)
+        touches: list[Touch] = []
+        all_keys: set[tuple[str, str]] = set()
+        channels: list[str] = []
+        stamps: list[dt.datetime] = []
+        for event in fresh:
+            keys, lookup_only = _identity_keys(event)
+            channel = event_channel(source=source, context=event.context)
+            ts = event_timestamp(event=event, received_at=received_at)
+            channels.append(channel)
+            stamps.append(ts)
+            all_keys.update(keys)
+            all_keys.update(lookup_only)
+            touches.append(
+                Touch(
+                    keys=keys,
+                    lookup_only=lookup_only,
+                    timestamp=ts,
+                    channel=channel,
+                    message_id=event.message_id,
+                    event_type=event.type,
+                    traits=event.traits if event.type == "identify" else None,
+                )
+            )
+        profiles.load(all_keys)
+        owners = [profiles.resolve(touch) for touch in touches]
+        merges = profiles.flush()
+        for merge in merges:
+            moved = Event.objects.filter(customer_id=merge.other_id).update(customer_id=merge.into_id)
+            merge_note_events(merge=merge, events_moved=moved)
+
+        rows = [
+            Event(
+                workspace_id=workspace.pk,
+                source_id=source.pk,
+                message_id=event.message_id,
+                type=event.type,
+                event=event.event,
+                name=event.name,
+                user_id=event.user_id or "",
+                anonymous_id=event.anonymous_id or "",
+                group_id=event.group_id,
+                previous_id=event.previous_id,
+                customer_id=profiles.customer_id_of(owner),
+                channel=channel,
+                timestamp=ts,
+                original_timestamp=event.original_timestamp,
+                sent_at=event.sent_at,
+                received_at=received_at,
+                properties=event.properties,
+                traits=event.traits,
+                context=event.context,
+            )
+            for event, owner, channel, ts in zip(fresh, owners, channels, stamps, strict=True)
+        ]
+        # ignore_conflicts: on PostgreSQL a concurrent request may store the same messageId between our
+        # duplicate check and this insert; the unique constraint keeps exactly one copy.
+        Event.objects.bulk_create(rows, batch_size=500, ignore_conflicts=True)
+        result.stored = len(rows)
+        result.message_ids = [r.message_id for r in rows]
+    return result

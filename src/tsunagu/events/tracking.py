@@ -1,0 +1,218 @@
+"""The Segment-compatible tracking API: ``/v1/identify|track|page|screen|group|alias|batch``.
+
+Plain Django views rather than the Ninja router: this is the hot path (every SDK call lands here), and
+the protocol is Segment's, not ours — write key in Basic auth or in the body, gzip bodies, Segment's size
+limits and its ``{"success": true}`` answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import zlib
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from tsunagu.core import clock
+from tsunagu.events.models import Source
+from tsunagu.events.selectors import source_by_write_key
+from tsunagu.events.services import events_ingest
+from tsunagu.events.validation import FieldError, Invalid, ParsedEvent, parse_event, parse_time
+
+log = logging.getLogger(__name__)
+
+
+class _Reject(Exception):
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.field = status, message, field
+
+
+def _json(status: int, body: dict[str, Any]) -> HttpResponse:
+    return HttpResponse(orjson.dumps(body), status=status, content_type="application/json")
+
+
+def _error(status: int, message: str, *, field: str | None = None, errors: list[dict[str, str]] | None = None) -> HttpResponse:
+    body: dict[str, Any] = {"success": False, "message": message}
+    if field:
+        body["field"] = field
+    if errors:
+        body["errors"] = errors
+    return _json(status, body)
+
+
+def _read_body(request: HttpRequest, limit: int) -> bytes:
+    declared = request.META.get("CONTENT_LENGTH")
+    # Compressed bodies are a fraction of their size; refuse only what cannot possibly fit.
+    if declared and declared.isdigit() and int(declared) > max(limit, settings.DATA_UPLOAD_MAX_MEMORY_SIZE):
+        raise _Reject(413, f"request body is over the {limit // 1024} KB limit", "body")
+    raw = request.read(settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)
+    if len(raw) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+        raise _Reject(413, f"request body is over the {limit // 1024} KB limit", "body")
+    encoding = request.META.get("HTTP_CONTENT_ENCODING", "").strip().lower()
+    if encoding in ("gzip", "x-gzip"):
+        # A bounded decompressor: a small bomb cannot expand past the limit in memory.
+        inflater = zlib.decompressobj(wbits=47)
+        try:
+            raw = inflater.decompress(raw, limit + 1)
+        except zlib.error as exc:
+            raise _Reject(400, f"body is not valid gzip ({exc})", "Content-Encoding") from exc
+        if inflater.unconsumed_tail or len(raw) > limit:
+            raise _Reject(413, f"request body is over the {limit // 1024} KB limit once decompressed", "body")
+    elif encoding not in ("", "identity"):
+        raise _Reject(415, f"Content-Encoding {encoding!r} is not supported (use gzip)", "Content-Encoding")
+    if len(raw) > limit:
+        raise _Reject(413, f"request body is over the {limit // 1024} KB limit", "body")
+    return raw
+
+
+def _parse_json(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        raise _Reject(400, "request body is empty", "body")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _Reject(400, f"body is not valid JSON: {exc}", "body") from exc
+    if not isinstance(body, dict):
+        raise _Reject(400, "body must be a JSON object", "body")
+    return body
+
+
+def _write_key(request: HttpRequest, body: dict[str, Any]) -> str:
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    if header[:6].lower() == "basic ":
+        try:
+            decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise _Reject(401, "Authorization header is not valid Basic auth", "Authorization") from exc
+        user, _, _password = decoded.partition(":")
+        if user:
+            return user
+    key = body.get("writeKey")
+    if key is None:
+        raise _Reject(401, "write key missing: send it as the Basic auth user name or as writeKey", "writeKey")
+    if not isinstance(key, str):
+        raise _Reject(401, "writeKey must be a string", "writeKey")
+    return key
+
+
+def _source(request: HttpRequest, body: dict[str, Any]) -> Source:
+    source = source_by_write_key(write_key=_write_key(request, body))
+    if source is None:
+        raise _Reject(401, "unknown write key", "writeKey")
+    return source
+
+
+def _method_guard(request: HttpRequest) -> HttpResponse | None:
+    if request.method != "POST":
+        response = _error(405, "use POST")
+        response["Allow"] = "POST"
+        return response
+    return None
+
+
+def _single(request: HttpRequest, type_: str) -> HttpResponse:
+    if (bad := _method_guard(request)) is not None:
+        return bad
+    try:
+        raw = _read_body(request, settings.TSUNAGU_MAX_EVENT_BYTES)
+        body = _parse_json(raw)
+        source = _source(request, body)
+    except _Reject as rej:
+        return _error(rej.status, rej.message, field=rej.field)
+    try:
+        event = parse_event(body, type_=type_, where="", max_bytes=settings.TSUNAGU_MAX_EVENT_BYTES)
+    except Invalid as inv:
+        first = inv.errors[0]
+        return _error(400, f"{first.field}: {first.message}", field=first.field, errors=[e.as_dict() for e in inv.errors])
+    events_ingest(source=source, events=[event], received_at=clock.now())
+    return _json(200, {"success": True})
+
+
+@csrf_exempt
+def batch(request: HttpRequest) -> HttpResponse:
+    """``POST /v1/batch``: valid events are stored even when others in the batch are rejected; the answer
+    lists the rejected ones by index and messageId with the field at fault."""
+    if (bad := _method_guard(request)) is not None:
+        return bad
+    try:
+        raw = _read_body(request, settings.TSUNAGU_MAX_BATCH_BYTES)
+        body = _parse_json(raw)
+        source = _source(request, body)
+    except _Reject as rej:
+        return _error(rej.status, rej.message, field=rej.field)
+    items = body.get("batch")
+    if not isinstance(items, list):
+        return _error(400, "batch: is required and must be an array of events", field="batch")
+    if not items:
+        return _error(400, "batch: must contain at least one event", field="batch")
+    top_errors: list[FieldError] = []
+    sent_at = parse_time(body.get("sentAt"), "sentAt", top_errors)
+    if top_errors:
+        return _error(400, f"sentAt: {top_errors[0].message}", field="sentAt")
+    context = body.get("context")
+    shared_context = context if isinstance(context, dict) else None
+    valid: list[ParsedEvent] = []
+    rejected: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        if shared_context and isinstance(item, dict) and "context" not in item:
+            item["context"] = shared_context
+        try:
+            valid.append(
+                parse_event(
+                    item,
+                    type_=None,
+                    where=f"batch[{index}].",
+                    max_bytes=settings.TSUNAGU_MAX_EVENT_BYTES,
+                    batch_sent_at=sent_at,
+                )
+            )
+        except Invalid as inv:
+            message_id = item.get("messageId") if isinstance(item, dict) else None
+            rejected.append(
+                {
+                    "index": index,
+                    "messageId": message_id if isinstance(message_id, str) else None,
+                    "errors": [e.as_dict() for e in inv.errors],
+                }
+            )
+    if valid:
+        events_ingest(source=source, events=valid, received_at=clock.now())
+    if not rejected:
+        return _json(200, {"success": True})
+    if not valid:
+        first = rejected[0]["errors"][0]
+        return _json(
+            400,
+            {
+                "success": False,
+                "message": f"no valid event in the batch; {first['field']}: {first['message']}",
+                "field": first["field"],
+                "accepted": 0,
+                "rejected": rejected,
+            },
+        )
+    return _json(200, {"success": True, "accepted": len(valid), "rejected": rejected})
+
+
+def _endpoint(type_: str):  # type: ignore[no-untyped-def]
+    @csrf_exempt
+    def view(request: HttpRequest) -> HttpResponse:
+        return _single(request, type_)
+
+    view.__name__ = f"{type_}_view"
+    view.__doc__ = f"``POST /v1/{type_}``: one {type_} event."
+    return view
+
+
+identify = _endpoint("identify")
+track = _endpoint("track")
+page = _endpoint("page")
+screen = _endpoint("screen")
+group = _endpoint("group")
+alias = _endpoint("alias")

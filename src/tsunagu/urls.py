@@ -1,0 +1,39 @@
+from django.contrib import admin
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+from django.urls import include, path
+
+from tsunagu.api import api
+from tsunagu.events import tracking
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Liveness: the process answers."""
+    return JsonResponse({"status": "ok"})
+
+
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Readiness: the database answers and is migrated."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM django_migrations LIMIT 1")
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        return JsonResponse({"status": "unavailable", "error": type(exc).__name__}, status=503)
+    return JsonResponse({"status": "ready"})
+
+
+urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+    path("v1/batch", tracking.batch, name="v1-batch"),
+    path("v1/import", tracking.batch, name="v1-import"),
+    path("v1/identify", tracking.identify, name="v1-identify"),
+    path("v1/track", tracking.track, name="v1-track"),
+    path("v1/page", tracking.page, name="v1-page"),
+    path("v1/screen", tracking.screen, name="v1-screen"),
+    path("v1/group", tracking.group, name="v1-group"),
+    path("v1/alias", tracking.alias, name="v1-alias"),
+    path("api/v1/", api.urls),
+    path("admin/", admin.site.urls),
+    path("", include("tsunagu.console.urls")),
+]
