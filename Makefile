@@ -40,7 +40,7 @@ test-sqlite: install-test
 	TSUNAGU_DATA_DIR=$$(mktemp -d) $(BIN)/pytest -p no:cacheprovider
 
 test-postgres: install-test
-	$(BIN)/python scripts/with_postgres.py $(BIN)/pytest -p no:cacheprovider
+	$(BIN)/python scripts/with_postgres.py $(BIN)/pytest -p no:cacheprovider -m "not makerun"
 
 bench: install-test
 	$(BIN)/python -m bench

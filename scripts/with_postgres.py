@@ -21,7 +21,7 @@ import tempfile
 def _bindir() -> str | None:
     found = shutil.which("pg_ctl")
     if found:
-        return os.path.dirname(found)
+        return os.path.dirname(os.path.realpath(found))
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4]))
     return os.path.dirname(candidates[-1]) if candidates else None
 
@@ -59,7 +59,11 @@ def main(argv: list[str]) -> int:
             stdout=subprocess.DEVNULL,
         )
         options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200"
-        subprocess.run([*as_user, f"{bindir}/pg_ctl", "-D", data, "-o", options, "-l", log, "-w", "start"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [*as_user, f"{bindir}/pg_ctl", "-D", data, "-o", options, "-l", log, "-w", "start"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         env = {
             **os.environ,
             "TSUNAGU_DATABASE_URL": f"postgres://postgres@127.0.0.1:{port}/tsunagu",
@@ -68,7 +72,11 @@ def main(argv: list[str]) -> int:
         print(f"with_postgres: PostgreSQL from {bindir} on 127.0.0.1:{port}", file=sys.stderr)
         return subprocess.run(argv, env=env).returncode
     finally:
-        subprocess.run([*as_user, f"{bindir}/pg_ctl", "-D", data, "-m", "fast", "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [*as_user, f"{bindir}/pg_ctl", "-D", data, "-m", "fast", "stop"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -17,7 +17,10 @@ from tsunagu.events.api import router as events_router
 api = NinjaAPI(
     title="tsunagu API",
     version=__version__,
-    description="Customer profiles, identities, timelines and sources. Authenticate with `Authorization: Bearer <token>`.",
+    description=(
+        "Customer profiles, identities, timelines and sources. "
+        "Authenticate with `Authorization: Bearer <token>`."
+    ),
     auth=ApiKeyAuth(),
     urls_namespace="api",
     docs_url="/docs",
@@ -35,10 +38,20 @@ def _tsunagu_error(request: HttpRequest, exc: TsunaguError) -> HttpResponse:
 def _validation_error(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
     details = []
     for err in exc.errors:
-        loc = [str(p) for p in err.get("loc", []) if p not in ("query", "path", "body")]
+        loc = [str(p) for p in err.get("loc", [])]
+        if len(loc) > 2 and loc[0] == "body":
+            # Ninja reports a body field as ("body", <our parameter name>, field...); the client sent the
+            # schema unwrapped, so the parameter name means nothing to it.
+            loc = loc[2:]
+        loc = [p for p in loc if p not in ("query", "path", "body")]
         details.append({"field": ".".join(loc) or "request", "message": err.get("msg", "invalid")})
     first = details[0] if details else {"field": "request", "message": "invalid"}
-    body = {"error": "invalid", "message": f"{first['field']}: {first['message']}", "field": first["field"], "details": details}
+    body = {
+        "error": "invalid",
+        "message": f"{first['field']}: {first['message']}",
+        "field": first["field"],
+        "details": details,
+    }
     return api.create_response(request, body, status=400)
 
 

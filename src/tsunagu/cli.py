@@ -63,14 +63,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_createuser(args: argparse.Namespace) -> int:
+    from django.db import transaction
+
+    from tsunagu.core.errors import ValidationError
     from tsunagu.core.services import membership_add, user_create
 
     password = args.password or os.environ.get("TSUNAGU_PASSWORD")
     if not password:
-        raise SystemExit("tsunagu createuser: error: give --password or set TSUNAGU_PASSWORD")
-    user = user_create(username=args.username, password=password, email=args.email or "", is_superuser=args.superuser)
-    if args.workspace:
-        membership_add(workspace=_workspace(args.workspace), user=user, role=args.role)
+        raise ValidationError("give --password or set TSUNAGU_PASSWORD", field="password")
+    workspace = _workspace(args.workspace) if args.workspace else None
+    # One transaction: a membership that fails (bad role) must not leave a user behind that blocks a retry.
+    with transaction.atomic():
+        user = user_create(
+            username=args.username, password=password, email=args.email or "", is_superuser=args.superuser
+        )
+        if workspace is not None:
+            membership_add(workspace=workspace, user=user, role=args.role)
     _emit(args, {"username": user.username}, f"created user {user.username}")
     return 0
 
@@ -87,7 +95,11 @@ def cmd_source_create(args: argparse.Namespace) -> int:
     from tsunagu.events.services import source_create
 
     source = source_create(workspace=_workspace(args.workspace), name=args.name, channel=args.channel)
-    _emit(args, {"id": source.pk, "name": source.name, "channel": source.channel, "write_key": source.write_key}, source.write_key)
+    _emit(
+        args,
+        {"id": source.pk, "name": source.name, "channel": source.channel, "write_key": source.write_key},
+        source.write_key,
+    )
     return 0
 
 
@@ -100,9 +112,8 @@ def cmd_apikey_create(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from tsunagu.core.worker import run_worker
-
     import tsunagu.core.handlers  # noqa: F401  (registers job handlers)
+    from tsunagu.core.worker import run_worker
 
     run_worker()
     return 0
@@ -170,14 +181,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_createuser)
 
-    ws = sub.add_parser("workspace", help="workspaces").add_subparsers(dest="action", required=True, parser_class=_Parser)
+    ws = sub.add_parser("workspace", help="workspaces").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
     p = ws.add_parser("create")
     p.add_argument("name")
     p.add_argument("--slug")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_workspace_create)
 
-    src = sub.add_parser("source", help="event sources").add_subparsers(dest="action", required=True, parser_class=_Parser)
+    src = sub.add_parser("source", help="event sources").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
     p = src.add_parser("create")
     p.add_argument("--workspace", required=True)
     p.add_argument("--name", required=True)
@@ -185,7 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_source_create)
 
-    key = sub.add_parser("apikey", help="REST API keys").add_subparsers(dest="action", required=True, parser_class=_Parser)
+    key = sub.add_parser("apikey", help="REST API keys").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
     p = key.add_parser("create")
     p.add_argument("--workspace", required=True)
     p.add_argument("--name", default="cli")
@@ -204,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         except DatabaseUrlError as exc:
             print(f"tsunagu: error: {exc}", file=sys.stderr)
             return 2
+        from django.db import Error as DatabaseError
+
         from tsunagu.core.errors import TsunaguError
 
         try:
@@ -212,6 +231,13 @@ def main(argv: list[str] | None = None) -> int:
             where = f" ({exc.field})" if exc.field else ""
             print(f"tsunagu {args.command}: error: {exc.message}{where}", file=sys.stderr)
             return exc.exit_code
+        except DatabaseError as exc:
+            # Unreachable or unusable database: one line naming it, not a traceback (--verbose shows it).
+            if args.verbose:
+                raise
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            print(f"tsunagu {args.command}: database error: {reason}", file=sys.stderr)
+            return 1
     except KeyboardInterrupt:
         return 130
 

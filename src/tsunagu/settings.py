@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -43,9 +44,7 @@ def _secret_key() -> str:
 SECRET_KEY = _secret_key()
 DEBUG = _env_bool("TSUNAGU_DEBUG", False)
 ALLOWED_HOSTS = [h.strip() for h in os.environ.get("TSUNAGU_ALLOWED_HOSTS", "*").split(",") if h.strip()]
-CSRF_TRUSTED_ORIGINS = [
-    o.strip() for o in os.environ.get("TSUNAGU_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
-]
+CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("TSUNAGU_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -96,9 +95,7 @@ TEMPLATES = [
 ]
 
 DATABASES = {
-    "default": database_from_url(
-        os.environ.get("TSUNAGU_DATABASE_URL", f"sqlite:///{DATA_DIR / 'tsunagu.sqlite3'}")
-    )
+    "default": database_from_url(os.environ.get("TSUNAGU_DATABASE_URL", f"sqlite:///{DATA_DIR / 'tsunagu.sqlite3'}"))
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -116,10 +113,9 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = DATA_DIR / "static"
-try:  # whitenoise warns about a missing STATIC_ROOT; collectstatic is optional thanks to USE_FINDERS
+# whitenoise warns about a missing STATIC_ROOT; collectstatic is optional thanks to USE_FINDERS
+with contextlib.suppress(OSError):
     STATIC_ROOT.mkdir(parents=True, exist_ok=True)
-except OSError:
-    pass
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 

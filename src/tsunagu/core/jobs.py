@@ -71,29 +71,43 @@ def job_enqueue(
 
 
 def job_claim(*, worker_id: str, limit: int = 10, lease: dt.timedelta = DEFAULT_LEASE) -> list[Job]:
-    """Claim up to ``limit`` due jobs for ``worker_id``: queued ones, and running ones whose lease expired."""
+    """Claim up to ``limit`` due jobs for ``worker_id``: queued ones, and running ones whose lease expired.
+
+    Taking over an expired lease counts the lost run as a failed attempt, so a job that kills its worker
+    every time (a crash, an out-of-memory) gives up after ``max_attempts`` instead of looping forever."""
     now = clock.now()
     due = Q(status=Job.Status.QUEUED, due_at__lte=now) | Q(status=Job.Status.RUNNING, lease_until__lt=now)
     claimed: list[Job] = []
     with transaction.atomic():
         if connection.vendor == "postgresql":
-            candidates = list(
-                Job.objects.select_for_update(skip_locked=True).filter(due).order_by("due_at")[:limit]
-            )
-            ids = [j.pk for j in candidates]
-            Job.objects.filter(pk__in=ids).update(
-                status=Job.Status.RUNNING, locked_by=worker_id, lease_until=now + lease
-            )
-            claimed = list(Job.objects.filter(pk__in=ids))
+            # Rows are locked by this transaction (others skip them), so the updates below cannot race.
+            candidates = list(Job.objects.select_for_update(skip_locked=True).filter(due).order_by("due_at")[:limit])
+            guard: dict[str, Any] = {}
         else:
-            for job in Job.objects.filter(due).order_by("due_at")[:limit]:
+            candidates = list(Job.objects.filter(due).order_by("due_at")[:limit])
+        for job in candidates:
+            if connection.vendor != "postgresql":
                 # The conditional UPDATE is the claim: it succeeds only if nobody changed the row since we read it.
-                won = Job.objects.filter(
-                    pk=job.pk, status=job.status, lease_until=job.lease_until, attempts=job.attempts
-                ).update(status=Job.Status.RUNNING, locked_by=worker_id, lease_until=now + lease)
-                if won:
-                    job.status, job.locked_by, job.lease_until = Job.Status.RUNNING, worker_id, now + lease
-                    claimed.append(job)
+                guard = {"status": job.status, "lease_until": job.lease_until, "attempts": job.attempts}
+            rows = Job.objects.filter(pk=job.pk, **guard)
+            lost = job.status == Job.Status.RUNNING
+            attempts = job.attempts + 1 if lost else job.attempts
+            if lost and attempts >= job.max_attempts:
+                rows.update(
+                    status=Job.Status.FAILED,
+                    attempts=attempts,
+                    lease_until=None,
+                    finished_at=now,
+                    last_error=f"gave up: the lease of worker {job.locked_by!r} expired on attempt {attempts}",
+                )
+                continue
+            changes: dict[str, Any] = {"status": Job.Status.RUNNING, "locked_by": worker_id, "lease_until": now + lease}
+            if lost:
+                changes.update(attempts=attempts, last_error=f"the lease of worker {job.locked_by!r} expired")
+            if rows.update(**changes):
+                for name, value in changes.items():
+                    setattr(job, name, value)
+                claimed.append(job)
     return claimed
 
 

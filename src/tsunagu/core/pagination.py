@@ -18,6 +18,8 @@ from tsunagu.core.errors import ValidationError
 
 M = TypeVar("M", bound=Model)
 MAX_LIMIT = 500
+# Ids are 64-bit in every database we support; a larger number in a cursor would make the driver raise.
+_MAX_ID = 2**63 - 1
 
 
 def encode_cursor(values: Sequence[Any]) -> str:
@@ -30,10 +32,16 @@ def decode_cursor(cursor: str, size: int) -> list[Any]:
         padded = cursor + "=" * (-len(cursor) % 4)
         values = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
     except (ValueError, orjson.JSONDecodeError) as exc:
-        raise ValidationError("cursor is not valid; pass the `next` value of the previous page", field="cursor") from exc
+        raise ValidationError(
+            "cursor is not valid; pass the `next` value of the previous page", field="cursor"
+        ) from exc
     if not isinstance(values, list) or len(values) != size:
         raise ValidationError("cursor is not valid; pass the `next` value of the previous page", field="cursor")
     return values
+
+
+def _valid_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= _MAX_ID
 
 
 def check_limit(limit: int) -> int:
@@ -47,7 +55,7 @@ def page_by_id_desc(qs: QuerySet[M], *, limit: int, cursor: str | None) -> tuple
     check_limit(limit)
     if cursor:
         (last_id,) = decode_cursor(cursor, 1)
-        if not isinstance(last_id, int):
+        if not _valid_id(last_id):
             raise ValidationError("cursor is not valid", field="cursor")
         qs = qs.filter(pk__lt=last_id)
     rows = list(qs.order_by("-pk")[: limit + 1])
@@ -65,9 +73,11 @@ def page_by_time_desc(
         when_raw, last_id = decode_cursor(cursor, 2)
         try:
             when = dt.datetime.fromisoformat(when_raw)
-        except (TypeError, ValueError) as exc:
+            # In UTC now, so that an instant the database cannot hold fails here and not in the driver.
+            when = (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
+        except (TypeError, ValueError, OverflowError) as exc:
             raise ValidationError("cursor is not valid", field="cursor") from exc
-        if not isinstance(last_id, int):
+        if not _valid_id(last_id):
             raise ValidationError("cursor is not valid", field="cursor")
         qs = qs.filter(Q(**{f"{field}__lt": when}) | Q(**{field: when, "pk__lt": last_id}))
     rows = list(qs.order_by(f"-{field}", "-pk")[: limit + 1])

@@ -38,3 +38,9 @@ def apikey_resolve(*, token: str) -> ApiKey | None:
         .filter(token_hash=ApiKey.hash_token(token), revoked_at__isnull=True)
         .first()
     )
+
+
+def workspace_for_user(*, user: Any, slug: str) -> Workspace | None:
+    """The workspace ``slug`` if ``user`` may see it (a member, or a superuser), else None — callers answer
+    404 rather than 403 so that a workspace's existence is not revealed to outsiders."""
+    return workspaces_for_user(user=user).filter(slug=slug).first()

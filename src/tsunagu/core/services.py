@@ -59,9 +59,7 @@ def membership_add(*, workspace: Workspace, user: Any, role: str = Membership.Ro
     """Give a user a role in a workspace (idempotent: an existing membership gets the new role)."""
     if role not in Membership.Role.values:
         raise ValidationError(f"unknown role {role!r}", field="role")
-    membership, _ = Membership.objects.update_or_create(
-        workspace=workspace, user=user, defaults={"role": role}
-    )
+    membership, _ = Membership.objects.update_or_create(workspace=workspace, user=user, defaults={"role": role})
     return membership
 
 

@@ -1,19 +1,36 @@
-"""The worker loop: claim due jobs, run them, sleep a little when idle, stop cleanly on SIGTERM/SIGINT."""
+"""The worker loop: claim due jobs, run them, sleep a little when idle, stop cleanly on SIGTERM/SIGINT.
+
+Recurring maintenance is scheduled as ordinary job rows: each period gets one row whose idempotency key
+names the period, so any number of workers on any number of machines enqueue it exactly once.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import signal
 import socket
 import threading
-import time
 
 from django.db import close_old_connections
 
-from tsunagu.core.jobs import jobs_run_due
+from tsunagu.core import clock
+from tsunagu.core.jobs import job_enqueue, jobs_run_due
 
 log = logging.getLogger(__name__)
+
+# kind -> period. Handlers live in tsunagu.core.handlers.
+RECURRING: dict[str, dt.timedelta] = {"core.optimize_database": dt.timedelta(hours=6)}
+
+
+def schedule_recurring(*, now: dt.datetime | None = None) -> None:
+    """Enqueue this period's row of every recurring job (a no-op when it already exists)."""
+    now = now or clock.now()
+    for kind, period in RECURRING.items():
+        seconds = int(period.total_seconds())
+        bucket = int(now.timestamp()) // seconds
+        job_enqueue(kind=kind, idempotency_key=f"recurring:{kind}:{bucket}", max_attempts=3)
 
 
 def run_worker(*, idle_sleep: float = 0.2, stop: threading.Event | None = None) -> None:
@@ -24,9 +41,13 @@ def run_worker(*, idle_sleep: float = 0.2, stop: threading.Event | None = None) 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
     log.info("worker %s started", worker_id)
+    last_schedule = 0.0
     while not stop.is_set():
         close_old_connections()
         try:
+            if clock.now().timestamp() - last_schedule > 60:
+                schedule_recurring()
+                last_schedule = clock.now().timestamp()
             ran = jobs_run_due(worker_id=worker_id)
         except Exception:  # noqa: BLE001 - the loop must survive a transient database error
             log.exception("worker loop error")
@@ -34,4 +55,3 @@ def run_worker(*, idle_sleep: float = 0.2, stop: threading.Event | None = None) 
         if not ran:
             stop.wait(idle_sleep)
     log.info("worker %s stopped", worker_id)
-    time.sleep(0)

@@ -6,7 +6,8 @@ import datetime as dt
 from typing import Any
 
 from django.http import HttpRequest
-from ninja import Query, Router, Schema
+from ninja import Field, Query, Router, Schema
+from pydantic import field_validator
 
 from tsunagu.core.errors import NotFound
 from tsunagu.core.pagination import page_by_id_desc
@@ -18,13 +19,21 @@ router = Router(tags=["customers"])
 
 
 class CustomerFilters(Schema):
-    email: str | None = None
-    phone: str | None = None
-    user_id: str | None = None
-    anonymous_id: str | None = None
-    q: str | None = None
+    email: str | None = Field(None, max_length=1000)
+    phone: str | None = Field(None, max_length=1000)
+    user_id: str | None = Field(None, max_length=1000)
+    anonymous_id: str | None = Field(None, max_length=1000)
+    q: str | None = Field(None, max_length=1000)
     limit: int = 50
-    cursor: str | None = None
+    cursor: str | None = Field(None, max_length=1000)
+
+    @field_validator("email", "phone", "user_id", "anonymous_id", "q", "cursor")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        # PostgreSQL refuses U+0000 in a query parameter; no stored value can hold one.
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain the NUL character (U+0000)")
+        return value
 
 
 def customer_or_404(request: HttpRequest, customer_id: int) -> Customer:

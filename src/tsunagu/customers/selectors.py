@@ -71,3 +71,26 @@ def customer_merges(*, customer: Customer) -> QuerySet[Merge]:
 
 def customer_count(*, workspace: Workspace) -> int:
     return Customer.objects.filter(workspace=workspace, merged_into__isnull=True).count()
+
+
+def customer_search(*, workspace: Workspace, q: str) -> QuerySet[Customer]:
+    """One search box: free text over names (kanji or kana, any width), email and userId, or an exact email
+    or phone (normalised as at ingestion, so 090-1234-5678 finds +819012345678). Newest id first."""
+    q = (q or "").strip()
+    qs = customer_list(workspace=workspace, q=q)
+    phone = normalize_phone(q) if any(ch.isdigit() for ch in q) else None
+    email = normalize_email(q) if "@" in q else None
+    for type_, value in ((IdentityType.PHONE, phone), (IdentityType.EMAIL, email)):
+        if value:
+            qs = qs | Customer.objects.filter(
+                workspace=workspace,
+                merged_into__isnull=True,
+                pk__in=Identity.objects.filter(workspace=workspace, type=type_, value=value).values("customer_id"),
+            )
+    return qs.order_by("-pk")
+
+
+def customer_recent(*, workspace: Workspace, limit: int = 10) -> list[Customer]:
+    """Live profiles most recently active, for the dashboard."""
+    qs = Customer.objects.filter(workspace=workspace, merged_into__isnull=True, last_seen__isnull=False)
+    return list(qs.order_by("-last_seen")[:limit])

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpRequest
-from ninja import Router
+from ninja import Router, Status
 
-from tsunagu.core.errors import NotFound
+from tsunagu.core.errors import NotFound, ValidationError
 from tsunagu.core.pagination import page_by_id_desc, page_by_time_desc
 from tsunagu.customers.selectors import customer_get
 from tsunagu.events.models import Event
@@ -37,7 +37,9 @@ def event_item(e: Event) -> dict[str, Any]:
 
 
 @router.get("/customers/{customer_id}/events", response=EventPage, summary="A customer's timeline, newest first")
-def customer_events(request: HttpRequest, customer_id: int, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
+def customer_events(
+    request: HttpRequest, customer_id: int, limit: int = 50, cursor: str | None = None
+) -> dict[str, Any]:
     customer = customer_get(workspace=request.auth, customer_id=customer_id)  # type: ignore[attr-defined]
     if customer is None:
         raise NotFound(f"customer {customer_id} not found", field="customer_id")
@@ -52,8 +54,12 @@ def list_sources(request: HttpRequest, limit: int = 50, cursor: str | None = Non
 
 
 @router.post("/sources", response={201: SourceOut}, summary="Create a source")
-def create_source(request: HttpRequest, payload: SourceIn) -> tuple[int, Any]:
-    return 201, source_create(workspace=request.auth, name=payload.name, channel=payload.channel)  # type: ignore[attr-defined]
+def create_source(request: HttpRequest, payload: SourceIn) -> Status[Any]:
+    for field in ("name", "channel"):
+        if "\x00" in getattr(payload, field):
+            # PostgreSQL cannot store U+0000 in text: a 400 naming the field, not a database error.
+            raise ValidationError(f"{field}: must not contain the NUL character (U+0000)", field=field)
+    return Status(201, source_create(workspace=request.auth, name=payload.name, channel=payload.channel))  # type: ignore[attr-defined]
 
 
 @router.get("/sources/{source_id}", response=SourceOut, summary="One source")

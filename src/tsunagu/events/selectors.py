@@ -46,3 +46,19 @@ def event_counts_since(*, workspace: Workspace, since: dt.datetime) -> dict[str,
 
 def event_count(*, workspace: Workspace) -> int:
     return Event.objects.filter(workspace=workspace).count()
+
+
+def channel_values() -> list[str]:
+    """Every channel a source or an event may carry, in declaration order."""
+    from tsunagu.events.models import Channel
+
+    return list(Channel.values)
+
+
+def customer_timeline_page(
+    *, customer: Customer, limit: int = 50, cursor: str | None = None
+) -> tuple[list[Event], str | None]:
+    """One page of the customer's timeline, newest first, and the cursor of the next (older) page."""
+    from tsunagu.core.pagination import page_by_time_desc
+
+    return page_by_time_desc(customer_timeline(customer=customer), limit=limit, cursor=cursor)

@@ -13,14 +13,16 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from tsunagu.core import clock
+from tsunagu.core.dburl import datetime_param, json_param, json_placeholder
 from tsunagu.core.errors import ValidationError
 from tsunagu.core.models import Workspace
 from tsunagu.customers.models import IdentityType
 from tsunagu.customers.normalize import normalize_email, normalize_id, normalize_phone
 from tsunagu.customers.services import ProfileBatch, Touch, merge_note_events
+from tsunagu.events import group_commit
 from tsunagu.events.models import Channel, Event, Source
 from tsunagu.events.validation import ParsedEvent
 
@@ -96,7 +98,11 @@ def event_timestamp(*, event: ParsedEvent, received_at: dt.datetime) -> dt.datet
         return received_at
     if event.sent_at is None:
         return event.original_timestamp
-    return received_at - (event.sent_at - event.original_timestamp)
+    try:
+        return received_at - (event.sent_at - event.original_timestamp)
+    except OverflowError:
+        # A device clock off by millennia: the correction leaves the calendar; keep what the device said.
+        return event.original_timestamp
 
 
 def _identity_keys(event: ParsedEvent) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -146,6 +152,49 @@ def _identity_keys(event: ParsedEvent) -> tuple[list[tuple[str, str]], list[tupl
     return unique, lookup_only
 
 
+_EVENT_COLUMNS = (
+    "workspace_id",
+    "source_id",
+    "message_id",
+    "type",
+    "event",
+    "name",
+    "user_id",
+    "anonymous_id",
+    "group_id",
+    "previous_id",
+    "customer_id",
+    "channel",
+    "timestamp",
+    "original_timestamp",
+    "sent_at",
+    "received_at",
+    "properties",
+    "traits",
+    "context",
+)
+_EVENT_JSON_COLUMNS = frozenset({"properties", "traits", "context"})
+
+
+def _insert_events(rows: list[tuple[Any, ...]], vendor: str) -> None:
+    """One parameterised INSERT run with executemany: the ORM's bulk_create spent more time building model
+    instances and adapting their fields than SQLite spent storing them.
+
+    ON CONFLICT DO NOTHING (SQLite and PostgreSQL alike): on PostgreSQL a concurrent request may store the
+    same messageId between our duplicate check and this insert; the unique constraint keeps exactly one."""
+    if not rows:
+        return
+    quote = connection.ops.quote_name
+    json_ph = json_placeholder(vendor)
+    placeholders = ", ".join(json_ph if c in _EVENT_JSON_COLUMNS else "%s" for c in _EVENT_COLUMNS)
+    sql = (
+        f"INSERT INTO {quote(Event._meta.db_table)} ({', '.join(quote(c) for c in _EVENT_COLUMNS)}) "  # noqa: S608
+        f"VALUES ({placeholders}) ON CONFLICT DO NOTHING"
+    )
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
+
+
 def events_ingest(
     *, source: Source, events: list[ParsedEvent], received_at: dt.datetime | None = None
 ) -> IngestResult:
@@ -153,87 +202,97 @@ def events_ingest(
 
     A messageId already stored in the workspace (or repeated within the batch) is counted as a duplicate
     and not stored again, so SDK retries are harmless.
+
+    On SQLite, concurrent calls share commits (``group_commit``): a call returns only once the transaction
+    holding its events has committed — fsync'd, with synchronous=FULL — so an acknowledged event is on disk.
     """
-    received_at = received_at or clock.now()
-    result = IngestResult()
+    received = received_at or clock.now()
     if not events:
-        return result
-    workspace = source.workspace
+        return IngestResult()
+    if group_commit.applies(connection):
+        return group_commit.run(lambda: _ingest(source, events, received))
     with transaction.atomic():
-        wanted = list({e.message_id for e in events})
-        existing: set[str] = set()
-        for start in range(0, len(wanted), 900):
-            existing.update(
-                Event.objects.filter(
-                    workspace_id=workspace.pk, message_id__in=wanted[start : start + 900]
-                ).values_list("message_id", flat=True)
-            )
-        fresh: list[ParsedEvent] = []
-        for event in events:
-            if event.message_id in existing:
-                result.duplicates += 1
-                continue
-            existing.add(event.message_id)
-            fresh.append(event)
+        return _ingest(source, events, received)
 
-        profiles = ProfileBatch(workspace=workspace)
-        touches: list[Touch] = []
-        all_keys: set[tuple[str, str]] = set()
-        channels: list[str] = []
-        stamps: list[dt.datetime] = []
-        for event in fresh:
-            keys, lookup_only = _identity_keys(event)
-            channel = event_channel(source=source, context=event.context)
-            ts = event_timestamp(event=event, received_at=received_at)
-            channels.append(channel)
-            stamps.append(ts)
-            all_keys.update(keys)
-            all_keys.update(lookup_only)
-            touches.append(
-                Touch(
-                    keys=keys,
-                    lookup_only=lookup_only,
-                    timestamp=ts,
-                    channel=channel,
-                    message_id=event.message_id,
-                    event_type=event.type,
-                    traits=event.traits if event.type == "identify" else None,
-                )
-            )
-        profiles.load(all_keys)
-        owners = [profiles.resolve(touch) for touch in touches]
-        merges = profiles.flush()
-        for merge in merges:
-            moved = Event.objects.filter(customer_id=merge.other_id).update(customer_id=merge.into_id)
-            merge_note_events(merge=merge, events_moved=moved)
 
-        rows = [
-            Event(
-                workspace_id=workspace.pk,
-                source_id=source.pk,
-                message_id=event.message_id,
-                type=event.type,
-                event=event.event,
-                name=event.name,
-                user_id=event.user_id or "",
-                anonymous_id=event.anonymous_id or "",
-                group_id=event.group_id,
-                previous_id=event.previous_id,
-                customer_id=profiles.customer_id_of(owner),
-                channel=channel,
+def _ingest(source: Source, events: list[ParsedEvent], received_at: dt.datetime) -> IngestResult:
+    """The work of ``events_ingest``, inside the caller's transaction."""
+    result = IngestResult()
+    workspace = source.workspace
+    wanted = list({e.message_id for e in events})
+    existing: set[str] = set()
+    for start in range(0, len(wanted), 900):
+        existing.update(
+            Event.objects.filter(
+                workspace_id=workspace.pk, message_id__in=wanted[start : start + 900]
+            ).values_list("message_id", flat=True)
+        )
+    fresh: list[ParsedEvent] = []
+    for event in events:
+        if event.message_id in existing:
+            result.duplicates += 1
+            continue
+        existing.add(event.message_id)
+        fresh.append(event)
+
+    profiles = ProfileBatch(workspace=workspace)
+    touches: list[Touch] = []
+    all_keys: set[tuple[str, str]] = set()
+    channels: list[str] = []
+    stamps: list[dt.datetime] = []
+    for event in fresh:
+        keys, lookup_only = _identity_keys(event)
+        channel = event_channel(source=source, context=event.context)
+        ts = event_timestamp(event=event, received_at=received_at)
+        channels.append(channel)
+        stamps.append(ts)
+        all_keys.update(keys)
+        all_keys.update(lookup_only)
+        touches.append(
+            Touch(
+                keys=keys,
+                lookup_only=lookup_only,
                 timestamp=ts,
-                original_timestamp=event.original_timestamp,
-                sent_at=event.sent_at,
-                received_at=received_at,
-                properties=event.properties,
-                traits=event.traits,
-                context=event.context,
+                channel=channel,
+                message_id=event.message_id,
+                event_type=event.type,
+                traits=event.traits if event.type == "identify" else None,
             )
-            for event, owner, channel, ts in zip(fresh, owners, channels, stamps, strict=True)
-        ]
-        # ignore_conflicts: on PostgreSQL a concurrent request may store the same messageId between our
-        # duplicate check and this insert; the unique constraint keeps exactly one copy.
-        Event.objects.bulk_create(rows, batch_size=500, ignore_conflicts=True)
-        result.stored = len(rows)
-        result.message_ids = [r.message_id for r in rows]
+        )
+    profiles.load(all_keys)
+    owners = [profiles.resolve(touch) for touch in touches]
+    merges = profiles.flush()
+    for merge in merges:
+        moved = Event.objects.filter(customer_id=merge.other_id).update(customer_id=merge.into_id)
+        merge_note_events(merge=merge, events_moved=moved)
+
+    vendor = connection.vendor
+    received = datetime_param(received_at, vendor)
+    rows = [
+        (
+            workspace.pk,
+            source.pk,
+            event.message_id,
+            event.type,
+            event.event,
+            event.name,
+            event.user_id or "",
+            event.anonymous_id or "",
+            event.group_id,
+            event.previous_id,
+            profiles.customer_id_of(owner),
+            channel,
+            datetime_param(ts, vendor),
+            datetime_param(event.original_timestamp, vendor),
+            datetime_param(event.sent_at, vendor),
+            received,
+            json_param(event.properties),
+            json_param(event.traits),
+            json_param(event.context),
+        )
+        for event, owner, channel, ts in zip(fresh, owners, channels, stamps, strict=True)
+    ]
+    _insert_events(rows, vendor)
+    result.stored = len(rows)
+    result.message_ids = [event.message_id for event in fresh]
     return result

@@ -11,6 +11,7 @@ import base64
 import binascii
 import logging
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -37,8 +38,21 @@ def _json(status: int, body: dict[str, Any]) -> HttpResponse:
     return HttpResponse(orjson.dumps(body), status=status, content_type="application/json")
 
 
-def _error(status: int, message: str, *, field: str | None = None, errors: list[dict[str, str]] | None = None) -> HttpResponse:
-    body: dict[str, Any] = {"success": False, "message": message}
+# A ``code`` beside the message, as Segment's API answers: the SDKs read ``code`` from an error body, and
+# RudderStack's raises KeyError without it and then retries a 4xx as if the network had failed.
+_CODES = {
+    400: "invalid",
+    401: "unauthenticated",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_encoding",
+}
+
+
+def _error(
+    status: int, message: str, *, field: str | None = None, errors: list[dict[str, str]] | None = None
+) -> HttpResponse:
+    body: dict[str, Any] = {"success": False, "code": _CODES.get(status, "error"), "message": message}
     if field:
         body["field"] = field
     if errors:
@@ -102,10 +116,50 @@ def _write_key(request: HttpRequest, body: dict[str, Any]) -> str:
 
 
 def _source(request: HttpRequest, body: dict[str, Any]) -> Source:
-    source = source_by_write_key(write_key=_write_key(request, body))
+    key = _write_key(request, body)
+    # PostgreSQL refuses U+0000 in a query parameter; no write key holds one anyway.
+    source = None if "\x00" in key else source_by_write_key(write_key=key)
     if source is None:
         raise _Reject(401, "unknown write key", "writeKey")
     return source
+
+
+# U+0000 can only reach a JSON text escaped; PostgreSQL can store it neither in text nor in jsonb. A
+# substring search of the body rules it out for nearly every request before any walk of the values.
+_NUL_ESCAPE = b"\\u0000"
+_NUL_MESSAGE = "must not contain the NUL character (U+0000)"
+
+
+def _nul_path(value: Any, path: str, depth: int = 0) -> str | None:
+    """The path (``properties.note``) of the first key or string holding U+0000, or None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if depth > 64:  # deeper than validation allows; it is refused there
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if "\x00" in key:
+                return where.replace("\x00", "\\u0000")
+            if (found := _nul_path(item, where, depth + 1)) is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if (found := _nul_path(item, f"{path}[{index}]", depth + 1)) is not None:
+                return found
+    return None
+
+
+def _identify_traits_from_context(payload: Any, type_: str | None) -> None:
+    """RudderStack's SDKs send an identify's traits in ``context.traits`` only; Segment's at the top level.
+    Take them from the context when the top level has none, so both SDKs update the profile alike."""
+    if not isinstance(payload, dict) or payload.get("traits") is not None:
+        return
+    if (type_ or payload.get("type")) != "identify":
+        return
+    context = payload.get("context")
+    if isinstance(context, dict) and isinstance(context.get("traits"), dict):
+        payload["traits"] = context["traits"]
 
 
 def _method_guard(request: HttpRequest) -> HttpResponse | None:
@@ -125,11 +179,15 @@ def _single(request: HttpRequest, type_: str) -> HttpResponse:
         source = _source(request, body)
     except _Reject as rej:
         return _error(rej.status, rej.message, field=rej.field)
+    if _NUL_ESCAPE in raw and (where := _nul_path(body, "")) is not None:
+        return _error(400, f"{where}: {_NUL_MESSAGE}", field=where)
+    _identify_traits_from_context(body, type_)
     try:
         event = parse_event(body, type_=type_, where="", max_bytes=settings.TSUNAGU_MAX_EVENT_BYTES)
     except Invalid as inv:
         first = inv.errors[0]
-        return _error(400, f"{first.field}: {first.message}", field=first.field, errors=[e.as_dict() for e in inv.errors])
+        errors = [e.as_dict() for e in inv.errors]
+        return _error(400, f"{first.field}: {first.message}", field=first.field, errors=errors)
     events_ingest(source=source, events=[event], received_at=clock.now())
     return _json(200, {"success": True})
 
@@ -159,9 +217,21 @@ def batch(request: HttpRequest) -> HttpResponse:
     shared_context = context if isinstance(context, dict) else None
     valid: list[ParsedEvent] = []
     rejected: list[dict[str, Any]] = []
+    may_hold_nul = _NUL_ESCAPE in raw
     for index, item in enumerate(items):
         if shared_context and isinstance(item, dict) and "context" not in item:
             item["context"] = shared_context
+        if may_hold_nul and (where := _nul_path(item, f"batch[{index}]")) is not None:
+            message_id = item.get("messageId") if isinstance(item, dict) else None
+            rejected.append(
+                {
+                    "index": index,
+                    "messageId": message_id if isinstance(message_id, str) and "\x00" not in message_id else None,
+                    "errors": [{"field": where, "message": _NUL_MESSAGE}],
+                }
+            )
+            continue
+        _identify_traits_from_context(item, None)
         try:
             valid.append(
                 parse_event(
@@ -191,6 +261,7 @@ def batch(request: HttpRequest) -> HttpResponse:
             400,
             {
                 "success": False,
+                "code": "invalid",
                 "message": f"no valid event in the batch; {first['field']}: {first['message']}",
                 "field": first["field"],
                 "accepted": 0,
@@ -200,7 +271,7 @@ def batch(request: HttpRequest) -> HttpResponse:
     return _json(200, {"success": True, "accepted": len(valid), "rejected": rejected})
 
 
-def _endpoint(type_: str):  # type: ignore[no-untyped-def]
+def _endpoint(type_: str) -> Callable[[HttpRequest], HttpResponse]:
     @csrf_exempt
     def view(request: HttpRequest) -> HttpResponse:
         return _single(request, type_)

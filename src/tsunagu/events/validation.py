@@ -66,6 +66,12 @@ def parse_time(value: Any, where: str, errors: list[FieldError]) -> dt.datetime 
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
+    try:
+        # Stored in UTC: 0001-01-01T00:00+14:00 or 9999-12-31T23:59-12:00 have no UTC datetime.
+        parsed.astimezone(dt.UTC)
+    except OverflowError:
+        errors.append(FieldError(where, f"{value[:40]!r} is out of range once converted to UTC"))
+        return None
     return parsed
 
 
@@ -132,10 +138,19 @@ def parse_event(
         raise Invalid([FieldError(f"{where}type", f"is required (one of {', '.join(EVENT_TYPES)})")])
     if kind not in EVENT_TYPES:
         raise Invalid([FieldError(f"{where}type", f"{str(kind)[:30]!r} is not one of {', '.join(EVENT_TYPES)}")])
-    size = len(orjson.dumps(payload))
+    try:
+        encoded = orjson.dumps(payload)
+    except TypeError:
+        # orjson refuses past 254 levels (far beyond our limit) — and values JSON cannot hold.
+        if not _depth_ok(payload, MAX_DEPTH):
+            raise Invalid([FieldError(where.rstrip(".") or "body", f"is nested deeper than {MAX_DEPTH} levels")]) from None
+        raise Invalid([FieldError(where.rstrip(".") or "body", "is not representable as JSON")]) from None
+    size = len(encoded)
     if size > max_bytes:
         raise Invalid([FieldError(where.rstrip(".") or "body", f"event is {size} bytes, over the {max_bytes // 1024} KB limit")])
-    if not _depth_ok(payload, MAX_DEPTH):
+    # Nesting needs at least one bracket a level: an event with few brackets in all (nearly every event)
+    # cannot be too deep, and two C-speed counts replace walking every value.
+    if encoded.count(b"{") + encoded.count(b"[") > MAX_DEPTH and not _depth_ok(payload, MAX_DEPTH):
         raise Invalid([FieldError(where.rstrip(".") or "body", f"is nested deeper than {MAX_DEPTH} levels")])
 
     user_id = _id(payload, "userId", where, errors)

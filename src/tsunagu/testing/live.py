@@ -47,6 +47,7 @@ class LiveServer:
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    migrated: bool = False
 
     def __post_init__(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -65,7 +66,7 @@ class LiveServer:
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run the ``tsunagu`` command against this server's database."""
-        return subprocess.run(
+        result = subprocess.run(
             [sys.executable, "-m", "tsunagu.cli", *args],
             env=self.env,
             capture_output=True,
@@ -73,12 +74,17 @@ class LiveServer:
             check=check,
             timeout=600,
         )
+        if args[:1] == ("migrate",) and result.returncode == 0:
+            self.migrated = True
+        return result
 
     def cli_json(self, *args: str) -> Any:
         return json.loads(self.cli(*args, "--json").stdout)
 
     def start(self, *, workers: int = 2, command: str = "web") -> LiveServer:
-        self.cli("migrate")
+        """Start (or restart, on the same database) the server and wait until it answers /readyz."""
+        if not self.migrated:
+            self.cli("migrate")
         self.log_path = self.data_dir / f"server-{self.port}.log"
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
@@ -103,6 +109,29 @@ class LiveServer:
             except OSError:
                 time.sleep(0.1)
         raise RuntimeError(f"live server not ready after {timeout}s:\n{self.log()}")
+
+    @property
+    def database_url(self) -> str:
+        return self.env["TSUNAGU_DATABASE_URL"]
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Read the server's database directly and read-only, bypassing the server (which may be dead):
+        the SQLite file opened with ``mode=ro``, or a read-only PostgreSQL session."""
+        url = self.database_url
+        if url.startswith("sqlite:"):
+            import sqlite3
+
+            path = "/" + urlparse(url).path.lstrip("/")
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+            try:
+                return conn.execute(sql.replace("%s", "?"), params).fetchall()
+            finally:
+                conn.close()
+        import psycopg
+
+        with psycopg.connect(url) as pg:
+            pg.read_only = True
+            return pg.execute(sql, params).fetchall()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:] if self.log_path and self.log_path.exists() else ""

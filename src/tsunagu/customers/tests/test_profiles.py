@@ -29,20 +29,28 @@ def test_identify_normalises_email_and_phone(send):
 
 
 def test_full_width_phone_and_email_are_folded(send):
-    send("/v1/identify", {"userId": "u1", "traits": {"email": "ＴＡＲＯ＠ＥＸＡＭＰＬＥ．ＪＰ", "phone": "０９０１２３４５６７８"}})
+    send(
+        "/v1/identify",
+        {"userId": "u1", "traits": {"email": "ＴＡＲＯ＠ＥＸＡＭＰＬＥ．ＪＰ", "phone": "０９０１２３４５６７８"}},
+    )
     assert identities(Customer.objects.get()) >= {("email", "taro@example.jp"), ("phone", "+819012345678")}
 
 
 def test_traits_are_last_write_wins_by_event_time_not_arrival(send):
     send("/v1/identify", {"userId": "u1", "traits": {"plan": "gold"}, "timestamp": "2026-01-02T00:00:00Z"})
     # An older event arriving later must not overwrite the newer value.
-    send("/v1/identify", {"userId": "u1", "traits": {"plan": "silver", "city": "Osaka"}, "timestamp": "2026-01-01T00:00:00Z"})
+    send(
+        "/v1/identify",
+        {"userId": "u1", "traits": {"plan": "silver", "city": "Osaka"}, "timestamp": "2026-01-01T00:00:00Z"},
+    )
     customer = Customer.objects.get()
     assert customer.traits == {"plan": "gold", "city": "Osaka"}
 
 
 def test_first_last_seen_and_channel_activity(send):
-    send("/v1/track", {"userId": "u1", "event": "A", "timestamp": "2026-01-05T00:00:00Z", "context": {"channel": "line"}})
+    send(
+        "/v1/track", {"userId": "u1", "event": "A", "timestamp": "2026-01-05T00:00:00Z", "context": {"channel": "line"}}
+    )
     send("/v1/track", {"userId": "u1", "event": "B", "timestamp": "2026-01-01T00:00:00Z"})
     customer = Customer.objects.get()
     assert customer.first_seen.isoformat() == "2026-01-01T00:00:00+00:00"
@@ -68,7 +76,9 @@ def test_alias_joins_previous_id(send):
     assert ("user_id", "u9") in identities(Customer.objects.get())
 
 
-@pytest.mark.parametrize("placeholder", ["", "anonymous", "null", "undefined", "0000000", "00000000-0000-0000-0000-000000000000"])
+@pytest.mark.parametrize(
+    "placeholder", ["", "anonymous", "null", "undefined", "0000000", "00000000-0000-0000-0000-000000000000"]
+)
 def test_placeholder_values_never_join_profiles(send, placeholder):
     send("/v1/identify", {"userId": "u1", "traits": {"email": "one@example.com"}, "anonymousId": placeholder or None})
     send("/v1/identify", {"userId": "u2", "traits": {"email": "two@example.com"}, "anonymousId": placeholder or None})
@@ -90,7 +100,11 @@ def test_external_ids_become_identities(send):
         {
             "anonymousId": "a1",
             "event": "Linked",
-            "context": {"externalIds": [{"id": "U4af4980629", "type": "line_user_id", "collection": "users", "encoding": "none"}]},
+            "context": {
+                "externalIds": [
+                    {"id": "U4af4980629", "type": "line_user_id", "collection": "users", "encoding": "none"}
+                ]
+            },
         },
     )
     assert ("external:line_user_id", "U4af4980629") in identities(Customer.objects.get())

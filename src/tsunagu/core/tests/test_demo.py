@@ -1,0 +1,142 @@
+"""The demo loader: one idempotent call fills a workspace through the ingestion path, on every channel."""
+
+from __future__ import annotations
+
+import re
+import stat
+from typing import Any
+
+import pytest
+from django.contrib.auth import authenticate
+
+from tsunagu.core.models import Job, Membership
+from tsunagu.core.selectors import apikey_resolve, workspace_get
+from tsunagu.customers.models import Customer, Identity, Merge
+from tsunagu.demo import DEFAULT_PASSWORD, _fit, _Simulation, demo_load
+from tsunagu.events.models import Channel, Event, Source
+
+pytestmark = pytest.mark.django_db
+
+DEMO_CHANNELS = {"web", "app", "email", "line", "store", "call_center"}
+KATAKANA = re.compile(r"^[\u30a0-\u30ffー]+$")
+
+
+@pytest.fixture(autouse=True)
+def _default_port(monkeypatch: Any) -> None:
+    monkeypatch.delenv("TSUNAGU_PORT", raising=False)
+    monkeypatch.delenv("PORT", raising=False)
+    monkeypatch.delenv("TSUNAGU_DEMO_PASSWORD", raising=False)
+
+
+@pytest.fixture
+def demo(settings: Any, tmp_path: Any) -> dict[str, Any]:
+    settings.DATA_DIR = tmp_path
+    return demo_load(customers=30, events=300)
+
+
+def test_loads_once_and_second_call_only_reports(demo, tmp_path):
+    assert demo["created"] is True
+    assert demo["workspace"] == "demo" and demo["username"] == "demo"
+    assert demo["password"] == DEFAULT_PASSWORD
+    assert demo["events"] == Event.objects.count() == 300
+    assert "http://127.0.0.1:8000" in demo["message"] and DEFAULT_PASSWORD in demo["message"]
+    workspace = workspace_get(slug="demo")
+    assert workspace is not None and workspace.name == "つなぐマート"
+
+    again = demo_load(customers=30, events=300)
+
+    assert again["created"] is False
+    assert "already" in again["message"] and "demo" in again["message"]
+    assert again["api_token"] == demo["api_token"]
+    assert Event.objects.count() == 300
+    assert Source.objects.filter(workspace=workspace).count() == 6
+
+
+def test_login_owner_membership_and_api_token(demo, tmp_path):
+    user = authenticate(username="demo", password=DEFAULT_PASSWORD)
+    assert user is not None
+    workspace = workspace_get(slug="demo")
+    assert Membership.objects.get(workspace=workspace, user=user).role == "owner"
+    key = apikey_resolve(token=demo["api_token"])
+    assert key is not None and key.workspace == workspace
+    token_file = tmp_path / "demo-api-token"
+    assert token_file.read_text().strip() == demo["api_token"]
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+
+
+def test_password_from_environment(settings, tmp_path, monkeypatch):
+    settings.DATA_DIR = tmp_path
+    monkeypatch.setenv("TSUNAGU_DEMO_PASSWORD", "another-secret")
+    outcome = demo_load(customers=5, events=60)
+    assert outcome["password"] == "another-secret"
+    assert authenticate(username="demo", password="another-secret") is not None
+
+
+def test_every_demo_channel_has_a_source_and_events(demo):
+    sources = Source.objects.filter(workspace__slug="demo")
+    assert set(sources.values_list("channel", flat=True)) == DEMO_CHANNELS
+    assert set(Event.objects.values_list("channel", flat=True)) == DEMO_CHANNELS
+    assert set(Channel.values) >= DEMO_CHANNELS
+    # each event came in through its channel's source
+    for event in Event.objects.select_related("source"):
+        assert event.channel == event.source.channel
+
+
+def test_names_with_furigana(demo):
+    named = Customer.objects.filter(merged_into__isnull=True).exclude(family_kana="")
+    assert named.exists()
+    for customer in named:
+        assert customer.family_name and customer.given_name
+        assert KATAKANA.match(customer.family_kana) and KATAKANA.match(customer.given_kana)
+        assert customer.traits["lastNameKana"] == customer.family_kana
+        assert customer.display_name == f"{customer.family_name} {customer.given_name}"
+
+
+def test_phones_stored_as_e164(demo):
+    phones = list(Identity.objects.filter(type="phone").values_list("value", flat=True))
+    assert phones
+    assert all(re.fullmatch(r"\+81[789]0\d{8}", p) for p in phones)
+    assert all(re.fullmatch(r"\+81[789]0\d{8}", c.phone) for c in Customer.objects.exclude(phone=""))
+    # the payloads carried the local format, as a Japanese form would
+    identify = Event.objects.filter(type="identify", traits__has_key="phone").first()
+    assert identify is not None and re.fullmatch(r"0[789]0-\d{4}-\d{4}", identify.traits["phone"])
+
+
+def test_events_are_stored_through_ingestion(demo):
+    assert not Event.objects.filter(customer__isnull=True).exists()
+    live = Customer.objects.filter(merged_into__isnull=True)
+    for customer in live:
+        assert Event.objects.filter(customer=customer).count() == customer.event_count
+    assert not Event.objects.filter(customer__merged_into__isnull=False).exists()
+    timestamps = Event.objects.values_list("timestamp", flat=True)
+    assert (max(timestamps) - min(timestamps)).days >= 30  # history spread over the 90 days
+    assert Event.objects.filter(event="Order Completed", properties__currency="JPY").exists()
+
+
+def test_anonymous_browsing_that_identifies_is_merged(demo):
+    merges = Merge.objects.all()
+    assert merges.exists()
+    merge = merges.first()
+    assert merge.reason and merge.message_id.startswith("demo-")
+    assert Customer.objects.get(pk=merge.other_id).merged_into_id is not None
+
+
+def test_optimize_job_enqueued(demo):
+    job = Job.objects.get(idempotency_key="demo-optimize")
+    assert job.kind == "core.optimize_database"
+
+
+def test_simulation_is_deterministic():
+    import datetime as dt
+
+    end = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+    def fingerprint() -> list[tuple[str, str, Any]]:
+        units = _fit(_Simulation(people=20, end=end, seed=7), 200)
+        return sorted(
+            (e.payload["messageId"], e.payload["timestamp"], e.payload.get("userId")) for u in units for e in u.events
+        )
+
+    first = fingerprint()
+    assert len(first) == 200
+    assert first == fingerprint()

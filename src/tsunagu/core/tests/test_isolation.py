@@ -1,0 +1,393 @@
+"""One workspace cannot read or change another's data, through any endpoint — including endpoints added
+after this test was written: the paths are read from the API's own OpenAPI schema and URL patterns."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+from django.test import Client
+
+from tsunagu.api import api as ninja_api
+from tsunagu.core.models import ApiKey
+from tsunagu.core.services import apikey_create, apikey_revoke
+from tsunagu.customers.models import Customer, Merge
+from tsunagu.events.models import Event, Source
+from tsunagu.events.services import source_create
+
+pytestmark = pytest.mark.django_db
+
+API = "/api/v1"
+# Routes of the API that are not endpoints over workspace data: the schema and its viewer.
+NOT_ENDPOINTS = {"openapi.json", "docs", ""}
+# A body each write endpoint accepts, keyed by path template; others are sent ``{}``.
+BODIES: dict[tuple[str, str], dict[str, Any]] = {("post", "/api/v1/sources"): {"name": "Created by A"}}
+
+
+@dataclass
+class Tenant:
+    tag: str
+    token: str
+    write_key: str
+    source_id: int
+    customer_id: int
+    merged_away_id: int
+    markers: list[str]
+
+    def path_value(self, name: str) -> int:
+        """The id of this tenant's object that fills a path parameter. A new parameter name must be taught
+        here, so that no endpoint escapes the isolation walk."""
+        values = {"customer_id": self.customer_id, "source_id": self.source_id}
+        assert name in values, f"path parameter {name!r} has no object to fill it with: add it to Tenant.path_value"
+        return values[name]
+
+
+def basic(key: str) -> str:
+    import base64
+
+    return "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+
+
+def populate(workspace: Any, tag: str) -> Tenant:
+    """A source, a customer with every kind of identity, a merge, and an API key — all marked with ``tag``."""
+    source = source_create(workspace=workspace, name=f"Source-{tag}", channel="web")
+    client = Client()
+    headers = {"Authorization": basic(source.write_key)}
+
+    def post(path: str, body: dict[str, Any]) -> None:
+        response = client.post(path, orjson.dumps(body), content_type="application/json", headers=headers)
+        assert response.status_code == 200, response.content
+
+    post("/v1/page", {"anonymousId": f"anon-{tag}-1", "name": f"Page-{tag}"})
+    post(
+        "/v1/track", {"anonymousId": f"anon-{tag}-2", "event": f"Event-{tag}", "properties": {"secret": f"prop-{tag}"}}
+    )
+    post(
+        "/v1/identify",
+        {
+            "userId": f"user-{tag}",
+            "anonymousId": f"anon-{tag}-1",
+            "traits": {"email": f"mail-{tag}@example.com", "phone": "03-1234-5678", "name": f"Name-{tag}"},
+        },
+    )
+    # Joins the second device's profile into the known customer: a merge to list.
+    post("/v1/alias", {"userId": f"user-{tag}", "previousId": f"anon-{tag}-2"})
+    customer = Customer.objects.get(workspace=workspace, merged_into__isnull=True)
+    merged_away = Customer.objects.get(workspace=workspace, merged_into=customer)
+    assert Merge.objects.filter(into=customer).exists()
+    _, token = apikey_create(workspace=workspace, name=f"key-{tag}")
+    return Tenant(
+        tag=tag,
+        token=token,
+        write_key=source.write_key,
+        source_id=source.pk,
+        customer_id=customer.pk,
+        merged_away_id=merged_away.pk,
+        markers=[
+            source.write_key,
+            f"Source-{tag}",
+            f"anon-{tag}-1",
+            f"anon-{tag}-2",
+            f"user-{tag}",
+            f"mail-{tag}@example.com",
+            f"Page-{tag}",
+            f"Event-{tag}",
+            f"prop-{tag}",
+            f"Name-{tag}",
+        ],
+    )
+
+
+@pytest.fixture
+def tenants(workspace: Any, other_workspace: Any) -> tuple[Tenant, Tenant]:
+    return populate(workspace, "AAA"), populate(other_workspace, "BBB")
+
+
+def operations() -> list[tuple[str, str, list[str], list[str]]]:
+    """(method, path template, path parameter names, query parameter names) of every documented operation."""
+    response = Client().get(f"{API}/openapi.json")
+    assert response.status_code == 200
+    schema = orjson.loads(response.content)
+    ops = []
+    for path, item in schema["paths"].items():
+        for method, op in item.items():
+            params = op.get("parameters", [])
+            ops.append(
+                (
+                    method,
+                    path,
+                    [p["name"] for p in params if p["in"] == "path"],
+                    [p["name"] for p in params if p["in"] == "query"],
+                )
+            )
+    return ops
+
+
+def test_every_routed_endpoint_is_in_the_schema():
+    """The walk below is driven by the schema, so an endpoint hidden from it would escape: forbid that."""
+    documented = {path.removeprefix(API + "/") for _, path, _, _ in operations()}
+    routed = set()
+    for pattern in ninja_api.urls[0]:
+        route = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", str(pattern.pattern))
+        if route not in NOT_ENDPOINTS:
+            routed.add(route)
+    assert routed, "no API routes found"
+    assert routed <= documented, f"routes missing from the OpenAPI schema: {sorted(routed - documented)}"
+    # And the schema knows every method the routers serve.
+    served = {
+        (method.lower(), f"{API}{prefix.rstrip('/')}{path}".replace("//", "/"))
+        for prefix, router in ninja_api._routers
+        for path, view in router.path_operations.items()
+        for op in view.operations
+        for method in op.methods
+    }
+    listed = {(method, path) for method, path, _, _ in operations()}
+    assert served <= listed, f"operations missing from the schema: {sorted(served - listed)}"
+
+
+def fill(path: str, params: list[str], tenant: Tenant) -> str:
+    for name in params:
+        path = path.replace("{" + name + "}", str(tenant.path_value(name)))
+    assert "{" not in path, f"unfilled path parameter in {path}"
+    return path
+
+
+def call(
+    method: str,
+    path: str,
+    token: str | None,
+    *,
+    query: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any, Any]:
+    all_headers = dict(headers or {})
+    if token is not None:
+        all_headers["Authorization"] = f"Bearer {token}"
+    client = Client()
+    if method == "get":
+        response = client.get(path, query or {}, headers=all_headers)
+    else:
+        body = BODIES.get((method, path), {})
+        response = getattr(client, method)(
+            path, orjson.dumps(body), content_type="application/json", headers=all_headers
+        )
+    parsed = orjson.loads(response.content) if response.content else None
+    return response.status_code, parsed, response
+
+
+def leaks(body: Any, tenant: Tenant) -> list[str]:
+    text = orjson.dumps(body).decode()
+    found = [m for m in tenant.markers if m in text]
+    ids = {tenant.customer_id, tenant.merged_away_id, tenant.source_id}
+    for item in (body or {}).get("items", []) if isinstance(body, dict) else []:
+        if item.get("id") in ids:
+            found.append(f"id {item['id']}")
+    return found
+
+
+def query_values(names: list[str], tenant: Tenant) -> list[dict[str, Any]]:
+    """Query strings that would select the tenant's data if scoping were missing: one per filter."""
+    by_name = {
+        "email": f"mail-{tenant.tag}@example.com",
+        "phone": "+81312345678",
+        "user_id": f"user-{tenant.tag}",
+        "anonymous_id": f"anon-{tenant.tag}-2",
+        "q": f"Name-{tenant.tag}",
+    }
+    variants: list[dict[str, Any]] = [{}]
+    for name in names:
+        if name in ("limit", "cursor"):
+            continue
+        variants.append({name: by_name.get(name, tenant.markers[0])})
+    return variants
+
+
+def test_every_get_endpoint_hides_the_other_workspace(tenants):
+    a, b = tenants
+    visited = set()
+    for method, template, path_params, query_params in operations():
+        if method != "get":
+            continue
+        for ids_of in (b,) if path_params else (None,):
+            path = fill(template, path_params, ids_of) if ids_of else template
+            for query in query_values(query_params, b):
+                # Control: B itself reads its data through the same request, so the ids and filters are real.
+                status, body, _ = call("get", path, b.token, query=query)
+                assert status == 200, (path, query, body)
+                if path_params or query:
+                    assert leaks(body, b), f"B's own request {path} {query} shows none of B's data: {body}"
+                # With A's token: not found, or a page without any of B's data.
+                status, body, _ = call("get", path, a.token, query=query)
+                assert status in (200, 404), (path, query, status, body)
+                if status == 404:
+                    assert path_params, f"{path} answered 404 though it names no object"
+                    assert body["error"] == "not_found"
+                assert not leaks(body, b), f"A's token read B's data at {path} {query}: {leaks(body, b)}"
+                visited.add(template)
+    gets = {template for method, template, _, _ in operations() if method == "get"}
+    assert visited == gets, f"GET endpoints not visited: {sorted(gets - visited)}"
+    assert len(gets) >= 6
+
+
+def test_a_merged_away_id_of_the_other_workspace_is_not_followed(tenants):
+    a, b = tenants
+    for suffix in ("", "/events", "/merges"):
+        status, body, _ = call("get", f"{API}/customers/{b.merged_away_id}{suffix}", a.token)
+        assert status == 404, body
+        # B follows its own merged id to the live profile.
+        status, body, _ = call("get", f"{API}/customers/{b.merged_away_id}{suffix}", b.token)
+        assert status == 200, body
+
+
+def test_list_endpoints_show_the_callers_own_data(tenants):
+    a, b = tenants
+    status, body, _ = call("get", f"{API}/customers", a.token)
+    assert [item["id"] for item in body["items"]] == [a.customer_id]
+    status, body, _ = call("get", f"{API}/sources", a.token)
+    assert [item["id"] for item in body["items"]] == [a.source_id]
+
+
+def test_write_endpoints_with_the_other_workspaces_ids_are_404(tenants):
+    a, b = tenants
+    writes = [(m, t, p) for m, t, p, _ in operations() if m != "get"]
+    with_ids = [(m, t, p) for m, t, p in writes if p]
+    assert with_ids, "expected write endpoints that name an object (rotate-key)"
+    before = {s.pk: s.write_key for s in Source.objects.all()}
+    for method, template, params in with_ids:
+        status, body, _ = call(method, fill(template, params, b), a.token)
+        assert status == 404, (method, template, body)
+        assert not leaks(body, b)
+    assert {s.pk: s.write_key for s in Source.objects.all()} == before, "B's data changed through A's token"
+    # Write endpoints without ids act on the caller's own workspace only.
+    for method, template, _ in [w for w in writes if not w[2]]:
+        status, body, _ = call(method, template, a.token)
+        assert status in (200, 201), body
+    assert Source.objects.filter(workspace__slug="shop-b").count() == 1
+
+
+def test_rotating_a_key_through_the_owner_works_and_the_old_key_is_refused(tenants, send):
+    a, b = tenants
+    status, body, _ = call("post", f"{API}/sources/{b.source_id}/rotate-key", b.token)
+    assert status == 200
+    assert body["write_key"] != b.write_key
+    status, answer = send("/v1/track", {"userId": "u", "event": "X"}, write_key=b.write_key)
+    assert status == 401, answer
+    status, answer = send("/v1/track", {"userId": "u", "event": "late"}, write_key=body["write_key"])
+    assert status == 200, answer
+
+
+BAD_AUTH: list[tuple[str, dict[str, str]]] = [
+    ("no header", {}),
+    ("unknown token", {"Authorization": "Bearer tsk_00000000_not-a-real-token"}),
+    ("not our format", {"Authorization": "Bearer hello"}),
+    ("empty bearer", {"Authorization": "Bearer "}),
+    ("basic instead of bearer", {"Authorization": "Basic dXNlcjpwYXNz"}),
+    ("bare token", {"Authorization": "tsk_00000000_x"}),
+    ("very long", {"Authorization": "Bearer tsk_" + "x" * 5000}),
+]
+
+
+def test_every_endpoint_refuses_bad_credentials(tenants):
+    a, _ = tenants
+    seen = set()
+    for method, template, params, _ in operations():
+        path = fill(template, params, a)
+        for label, headers in BAD_AUTH:
+            status, body, response = call(method, path, None, headers=headers)
+            assert status == 401, (label, method, path, body)
+            assert response["WWW-Authenticate"] == "Bearer"
+            assert body["error"] == "unauthenticated"
+            assert not leaks(body, a)
+        # The token in the query string is not a credential.
+        status, _, _ = call(method, path, None, query={"token": a.token, "api_key": a.token})
+        assert status == 401
+        seen.add((method, template))
+    assert len(seen) == len(operations())
+
+
+def test_a_revoked_token_is_refused_everywhere(tenants, workspace):
+    a, _ = tenants
+    key, token = apikey_create(workspace=workspace, name="short-lived")
+    assert call("get", f"{API}/customers", token)[0] == 200
+    apikey_revoke(workspace=workspace, key_id=key.pk)
+    assert ApiKey.objects.get(pk=key.pk).revoked_at is not None
+    for method, template, params, _ in operations():
+        status, body, _ = call(method, fill(template, params, a), token)
+        assert status == 401, (method, template, body)
+    # Other keys of the workspace keep working.
+    assert call("get", f"{API}/customers", a.token)[0] == 200
+
+
+def test_revoking_is_scoped_to_the_workspace(tenants, workspace, other_workspace):
+    a, b = tenants
+    key_b = ApiKey.objects.get(workspace=other_workspace)
+    apikey_revoke(workspace=workspace, key_id=key_b.pk)
+    assert call("get", f"{API}/customers", b.token)[0] == 200
+
+
+# -- the tracking API -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/v1/track", "/v1/batch", "/v1/identify", "/v1/page", "/v1/alias", "/v1/import"])
+def test_tracking_with_an_unknown_write_key_is_401(tenants, send, path):
+    before = Event.objects.count()
+    status, body = send(
+        path,
+        {"userId": "u", "event": "x", "previousId": "p", "batch": [{"type": "track", "userId": "u", "event": "x"}]},
+        write_key="unknown-key",
+    )
+    assert status == 401, body
+    assert body["field"] == "writeKey"
+    assert Event.objects.count() == before
+
+
+def test_a_write_key_stores_into_its_own_workspace_only(tenants, send, workspace, other_workspace):
+    a, b = tenants
+    a_events = Event.objects.filter(workspace=workspace).count()
+    status, _ = send(
+        "/v1/batch",
+        {
+            "batch": [
+                {
+                    "type": "identify",
+                    "userId": "user-AAA",
+                    "traits": {"email": "mail-AAA@example.com"},
+                    "messageId": "from-b-1",
+                }
+            ]
+        },
+        write_key=b.write_key,
+    )
+    assert status == 200
+    # Written with B's key: in B, even though it names A's customer — and it creates a B customer instead.
+    stored = Event.objects.get(message_id="from-b-1")
+    assert stored.workspace_id == other_workspace.pk
+    assert Customer.objects.get(pk=stored.customer_id).workspace_id == other_workspace.pk
+    assert Event.objects.filter(workspace=workspace).count() == a_events
+    assert Customer.objects.get(pk=a.customer_id).event_count == 4
+    # A's API does not see it; B's does.
+    status, body, _ = call("get", f"{API}/customers", a.token, query={"user_id": "user-AAA"})
+    assert [c["id"] for c in body["items"]] == [a.customer_id]
+    status, body, _ = call("get", f"{API}/customers/{a.customer_id}/events", a.token)
+    assert "from-b-1" not in {e["message_id"] for e in body["items"]}
+    status, body, _ = call("get", f"{API}/customers", b.token, query={"user_id": "user-AAA"})
+    assert [c["id"] for c in body["items"]] == [stored.customer_id]
+
+
+def test_the_same_message_id_in_two_workspaces_is_two_events(tenants, send):
+    a, b = tenants
+    for key in (a.write_key, b.write_key):
+        assert send("/v1/track", {"userId": "shared", "event": "X", "messageId": "same-id"}, write_key=key)[0] == 200
+    assert Event.objects.filter(message_id="same-id").count() == 2
+
+
+def test_basic_auth_key_wins_over_a_body_key(tenants, send, other_workspace):
+    a, b = tenants
+    status, _ = send(
+        "/v1/track", {"userId": "u", "event": "X", "messageId": "hdr", "writeKey": a.write_key}, write_key=b.write_key
+    )
+    assert status == 200
+    assert Event.objects.get(message_id="hdr").workspace_id == other_workspace.pk
