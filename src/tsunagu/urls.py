@@ -33,6 +33,16 @@ urlpatterns = [
     path("v1/screen", tracking.screen, name="v1-screen"),
     path("v1/group", tracking.group, name="v1-group"),
     path("v1/alias", tracking.alias, name="v1-alias"),
+    # analytics.js (analytics-next) uses one-letter paths, and /b when it batches.
+    path("v1/i", tracking.identify),
+    path("v1/t", tracking.track),
+    path("v1/p", tracking.page),
+    path("v1/s", tracking.screen),
+    path("v1/g", tracking.group),
+    path("v1/a", tracking.alias),
+    # analytics-next batches to https://{apiHost}/b, and apiHost usually ends in /v1.
+    path("v1/b", tracking.browser_batch),
+    path("b", tracking.browser_batch),
     path("api/v1/", api.urls),
     path("admin/", admin.site.urls),
     path("", include("tsunagu.console.urls")),

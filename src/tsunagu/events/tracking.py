@@ -12,6 +12,7 @@ import binascii
 import logging
 import zlib
 from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
 import orjson
@@ -85,13 +86,17 @@ def _read_body(request: HttpRequest, limit: int) -> bytes:
     return raw
 
 
-def _parse_json(raw: bytes) -> dict[str, Any]:
+def _parse_json(raw: bytes, *, batch: bool = False) -> dict[str, Any]:
     if not raw:
         raise _Reject(400, "request body is empty", "body")
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise _Reject(400, f"body is not valid JSON: {exc}", "body") from exc
+    if batch and isinstance(body, list):
+        # analytics.js in batching mode posts a bare array of events, each carrying the writeKey.
+        first = body[0] if body and isinstance(body[0], dict) else {}
+        return {"batch": body, "writeKey": first.get("writeKey")}
     if not isinstance(body, dict):
         raise _Reject(400, "body must be a JSON object", "body")
     return body
@@ -162,6 +167,23 @@ def _identify_traits_from_context(payload: Any, type_: str | None) -> None:
         payload["traits"] = context["traits"]
 
 
+def _cors(view: Callable[[HttpRequest], HttpResponse]) -> Callable[[HttpRequest], HttpResponse]:
+    """Browsers post to the tracking API from the customer's own site (analytics.js), so it answers CORS
+    preflights and allows any origin. That is safe here: write keys are public by design (they sit in every
+    page's source), and no cookie or session is ever read on these paths."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest) -> HttpResponse:
+        response = HttpResponse(status=204) if request.method == "OPTIONS" else view(request)
+        response["Access-Control-Allow-Origin"] = "*"
+        response["Access-Control-Allow-Methods"] = "POST, OPTIONS"
+        response["Access-Control-Allow-Headers"] = "Content-Type, Authorization, Content-Encoding"
+        response["Access-Control-Max-Age"] = "86400"
+        return response
+
+    return csrf_exempt(wrapped)
+
+
 def _method_guard(request: HttpRequest) -> HttpResponse | None:
     if request.method != "POST":
         response = _error(405, "use POST")
@@ -192,15 +214,25 @@ def _single(request: HttpRequest, type_: str) -> HttpResponse:
     return _json(200, {"success": True})
 
 
-@csrf_exempt
+@_cors
 def batch(request: HttpRequest) -> HttpResponse:
     """``POST /v1/batch``: valid events are stored even when others in the batch are rejected; the answer
     lists the rejected ones by index and messageId with the field at fault."""
+    return _batch(request, bare_array=False)
+
+
+@_cors
+def browser_batch(request: HttpRequest) -> HttpResponse:
+    """``POST /b``: analytics.js in batching mode; the body may be a bare array of events."""
+    return _batch(request, bare_array=True)
+
+
+def _batch(request: HttpRequest, *, bare_array: bool) -> HttpResponse:
     if (bad := _method_guard(request)) is not None:
         return bad
     try:
         raw = _read_body(request, settings.TSUNAGU_MAX_BATCH_BYTES)
-        body = _parse_json(raw)
+        body = _parse_json(raw, batch=bare_array)
         source = _source(request, body)
     except _Reject as rej:
         return _error(rej.status, rej.message, field=rej.field)
@@ -272,11 +304,10 @@ def batch(request: HttpRequest) -> HttpResponse:
 
 
 def _endpoint(type_: str) -> Callable[[HttpRequest], HttpResponse]:
-    @csrf_exempt
+    @_cors
     def view(request: HttpRequest) -> HttpResponse:
         return _single(request, type_)
 
-    view.__name__ = f"{type_}_view"
     view.__doc__ = f"``POST /v1/{type_}``: one {type_} event."
     return view
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-import zlib
 from typing import Any
 
 import orjson
@@ -300,9 +299,8 @@ def test_body_far_over_the_limit_is_refused_before_reading(send):
 def test_gzip_bomb_is_refused(send):
     # 64 MB of zeros squeezed into ~64 KB: it must be refused without being inflated whole.
     inflated = b'{"batch": [{"type": "track", "userId": "u", "event": "' + b"0" * (64 * 1024 * 1024) + b'"}]}'
-    bomb = zlib.compress(inflated, 9)
     wrapped = gzip.compress(inflated, 9)
-    assert len(bomb) < 200_000 and len(wrapped) < 200_000
+    assert len(wrapped) < 200_000
     status, body = send("/v1/batch", None, raw=wrapped, headers={"Content-Encoding": "gzip"})
     assert_names(status, body, 413, "body")
     assert "decompressed" in body["message"]

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.live
 
 THREADS = 4
 BATCH = 25
-STREAM_SECONDS = 1.5
+STREAM_SECONDS = 5.0  # at most: the stream is killed as soon as enough batches are acknowledged
 
 
 def make_batch(run: str, thread: int, seq: int) -> list[dict[str, Any]]:
