@@ -127,22 +127,47 @@ def cmd_web(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    """Web and worker in one process tree: the worker is a child process, gunicorn runs in the foreground,
-    and stopping either stops both."""
+    """Web and worker in one process tree, supervised: Ctrl-C or SIGTERM stops both, and if either dies the
+    other is stopped too and ``up`` exits non-zero — a half-running platform (say, serving the API while
+    no worker sends anything) must not look healthy."""
+    import time
+
     from django.core.management import call_command
 
     call_command("migrate", interactive=False, verbosity=0)
-    worker = subprocess.Popen([sys.executable, "-m", "tsunagu.cli", "worker"])
-    try:
-        cmd_web(args)
-    finally:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-    return 0
+    base = [sys.executable, "-m", "tsunagu.cli"]
+    serving = ["--host", args.host, "--port", str(args.port), "--workers", str(args.workers)]
+    children = {
+        "web": subprocess.Popen([*base, "web", *serving]),
+        "worker": subprocess.Popen([*base, "worker"]),
+    }
+    stopping = False
+
+    def _stop(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    exit_code = 0
+    while not stopping:
+        for name, child in children.items():
+            if child.poll() is not None:
+                print(f"tsunagu up: {name} exited with status {child.returncode}; stopping", file=sys.stderr)
+                exit_code, stopping = 1, True
+                break
+        else:
+            time.sleep(0.2)
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children.values():
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    return exit_code
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -92,3 +92,31 @@ django.setup()
 from tsunagu.core.models import Job
 print(Job.objects.filter(idempotency_key__startswith="recurring:").count())
 """
+
+
+def test_up_stops_everything_when_a_part_dies(tmp_path):
+    server = LiveServer(data_dir=tmp_path / "up-dies")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tsunagu.cli", "up", "--port", str(server.port), "--workers", "1"],
+        env=server.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    server.process = process
+    try:
+        server.wait_ready(timeout=60)
+        tree = _children(process.pid)
+        workers = [p for p in tree if b"worker" in open(f"/proc/{p}/cmdline", "rb").read().split(b"\0")]
+        assert len(workers) == 1
+        os.kill(workers[0], signal.SIGKILL)
+        assert process.wait(timeout=30) == 1
+        assert b"worker exited" in process.stderr.read()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(p) for p in tree):
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in tree), "the web server kept running without its worker"
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
