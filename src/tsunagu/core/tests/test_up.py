@@ -39,8 +39,8 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_up_serves_web_and_worker_and_stops_on_ctrl_c(tmp_path):
-    server = LiveServer(data_dir=tmp_path / "up")
+def _start_up(server: LiveServer) -> subprocess.Popen[bytes]:
+    """`tsunagu up` in its own session (as a terminal would run it), ready to serve."""
     process = subprocess.Popen(
         [sys.executable, "-m", "tsunagu.cli", "up", "--port", str(server.port), "--workers", "1"],
         env=server.env,
@@ -51,6 +51,17 @@ def test_up_serves_web_and_worker_and_stops_on_ctrl_c(tmp_path):
     server.process = process
     try:
         server.wait_ready(timeout=60)
+    except BaseException:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
+    return process
+
+
+def test_up_serves_web_and_worker_and_stops_on_ctrl_c(tmp_path):
+    server = LiveServer(data_dir=tmp_path / "up")
+    process = _start_up(server)
+    try:
         with urllib.request.urlopen(f"{server.url}/healthz", timeout=5) as response:
             assert response.status == 200
         # The worker is a child of `up` and has scheduled its recurring maintenance job.
@@ -96,16 +107,8 @@ print(Job.objects.filter(idempotency_key__startswith="recurring:").count())
 
 def test_up_stops_everything_when_a_part_dies(tmp_path):
     server = LiveServer(data_dir=tmp_path / "up-dies")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tsunagu.cli", "up", "--port", str(server.port), "--workers", "1"],
-        env=server.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    server.process = process
+    process = _start_up(server)
     try:
-        server.wait_ready(timeout=60)
         tree = _children(process.pid)
         workers = [p for p in tree if b"worker" in open(f"/proc/{p}/cmdline", "rb").read().split(b"\0")]
         assert len(workers) == 1
