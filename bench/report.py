@@ -19,6 +19,7 @@ START = "<!-- analysis:start (hand-written; kept when the bench regenerates this
 END = "<!-- analysis:end -->"
 TARGET_RATE = 50_000
 TARGET_P99_MS = 15.0
+TARGET_LATENCY_RATE = 500.0
 RUDDERSTACK_RATE = 1_700
 
 _DEFAULT_ANALYSIS = "_No analysis yet: profile the server (`python -m bench --profile DIR`) and write it here._"
@@ -97,10 +98,12 @@ def render(*, args: argparse.Namespace, reps: list[dict[str, Any]], summary: dic
         f"{s['median_ratio']:.3f}) | | |",
     ]
     if "p99_ms" in s:
+        offered = f"offered {args.latency_rate:.0f} req/s, served {s['latency_rate']:.0f} req/s"
         out += [
-            f"| Single event `POST /v1/track` at {args.latency_rate:.0f} req/s, p50 | {s['p50_ms']:.2f} ms | | |",
-            f"| Single event `POST /v1/track` at {args.latency_rate:.0f} req/s, p99 | {s['p99_ms']:.2f} ms "
-            f"| <= {TARGET_P99_MS:g} ms | {_verdict(s['p99_ms'] <= TARGET_P99_MS)} |",
+            f"| Single event `POST /v1/track` ({offered}), p50 | {s['p50_ms']:.2f} ms | | |",
+            f"| Single event `POST /v1/track` ({offered}), p99 | {s['p99_ms']:.2f} ms "
+            f"| <= {TARGET_P99_MS:g} ms at 500 req/s "
+            f"| {_verdict(s['p99_ms'] <= TARGET_P99_MS and s['latency_rate'] >= 0.95 * TARGET_LATENCY_RATE)} |",
         ]
     out += [
         "",
@@ -112,12 +115,16 @@ def render(*, args: argparse.Namespace, reps: list[dict[str, Any]], summary: dic
         "### Per run",
         "",
         "| run | baseline events/s | ingestion events/s | ratio | requests | stored / sent | profiles | "
-        "p50 ms | p99 ms | max ms |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "p50 ms | p99 ms | max ms | served req/s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in reps:
         b, i, lat = r["baseline"], r["ingest"], r.get("latency")
-        lat_cells = f"{lat['p50_ms']:.2f} | {lat['p99_ms']:.2f} | {lat['max_ms']:.1f}" if lat else "– | – | –"
+        lat_cells = (
+            f"{lat['p50_ms']:.2f} | {lat['p99_ms']:.2f} | {lat['max_ms']:.1f} | {lat['achieved_rate']:.0f}"
+            if lat
+            else "– | – | – | –"
+        )
         out.append(
             f"| {r['rep']} | {b['rate']:,.0f} | {i['rate']:,.0f} | {i['rate'] / b['rate']:.3f} | {i['requests']:,} "
             f"| {i['stored']:,} / {i['sent']:,}{'' if i['ok'] else ' FAILED'} | {i['profiles']:,} | {lat_cells} |"

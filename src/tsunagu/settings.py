@@ -75,6 +75,14 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
 ]
 
+# The tracking API (/v1/…) is served with this stack only (tsunagu.server): it is authenticated by write key,
+# so sessions, auth, CSRF, locale and messages have nothing to do there.
+# CommonMiddleware stays: it sets Content-Length (else gunicorn answers chunked).
+TSUNAGU_TRACKING_MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
+]
+
 ROOT_URLCONF = "tsunagu.urls"
 WSGI_APPLICATION = "tsunagu.wsgi.application"
 

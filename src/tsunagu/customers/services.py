@@ -296,7 +296,7 @@ class ProfileBatch:
             _denormalize(customer, keys_by_customer.get(id(customer), {}))
             customer.updated_at = self.now
         if new:
-            Customer.objects.bulk_create(new, batch_size=500)
+            _insert_profiles(new)
 
         merges: list[Merge] = []
         for pending in self._merges:
@@ -363,9 +363,15 @@ def _marks(items: list[Any]) -> str:
     return ", ".join(["%s"] * len(items))
 
 
+# What resolution reads and writes back: the searchable columns are rebuilt from traits and identities
+# (``_denormalize``) before they are written, so they need not be read. Any other field of these instances
+# would be fetched from the database on first access (Django's deferred fields) — nothing here does that.
+_LOADED_FIELDS = ["id", "workspace", "traits", "trait_times", "channels", "first_seen", "last_seen", "event_count"]
+
+
 def _customer_select() -> str:
     quote = connection.ops.quote_name
-    columns = ", ".join(quote(f.column) for f in Customer._meta.concrete_fields)
+    columns = ", ".join(quote(_COLUMNS[name]) for name in _LOADED_FIELDS)
     return f"SELECT {columns} FROM {quote(Customer._meta.db_table)}"  # noqa: S608
 
 
@@ -378,8 +384,8 @@ def _from_db_datetime(value: Any) -> dt.datetime | None:
     if isinstance(value, str):
         value = dt.datetime.fromisoformat(value)
     if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=dt.UTC)  # type: ignore[no-any-return]
-    return value  # type: ignore[no-any-return]
+        return value.replace(tzinfo=dt.UTC)
+    return value
 
 
 def _customer_from_row(row: tuple[Any, ...]) -> Customer:
@@ -399,12 +405,14 @@ def _customer_from_row(row: tuple[Any, ...]) -> Customer:
     return customer
 
 
-_CUSTOMER_ATTNAMES = [f.attname for f in Customer._meta.concrete_fields]
+_FIELDS = {f.name: f for f in Customer._meta.concrete_fields}
+_COLUMNS: dict[str, str] = {name: str(f.column) for name, f in _FIELDS.items()}
+_CUSTOMER_ATTNAMES = [_FIELDS[name].attname for name in _LOADED_FIELDS]
 _CUSTOMER_JSON_INDEXES = [
-    i for i, f in enumerate(Customer._meta.concrete_fields) if f.get_internal_type() == "JSONField"
+    i for i, name in enumerate(_LOADED_FIELDS) if _FIELDS[name].get_internal_type() == "JSONField"
 ]
 _CUSTOMER_DATETIME_INDEXES = [
-    i for i, f in enumerate(Customer._meta.concrete_fields) if f.get_internal_type() == "DateTimeField"
+    i for i, name in enumerate(_LOADED_FIELDS) if _FIELDS[name].get_internal_type() == "DateTimeField"
 ]
 
 
@@ -417,10 +425,52 @@ def _update_profiles(customers: list[Customer], fields: list[str]) -> None:
     json_ph = json_placeholder(vendor)
     sets = ", ".join(f"{quote(_COLUMNS[name])} = {json_ph if name in _JSON_FIELDS else '%s'}" for name in fields)
     sql = f"UPDATE {quote(Customer._meta.db_table)} SET {sets} WHERE id = %s"  # noqa: S608
-    getters = [_PARAM[name] for name in fields]
-    rows = [(*(get(c, vendor) for get in getters), c.pk) for c in customers]
+    if fields is _ACTIVITY_FIELDS:  # the common case, spelled out: it runs for nearly every event
+        rows = [
+            (
+                json_param(c.channels),
+                datetime_param(c.first_seen, vendor),
+                datetime_param(c.last_seen, vendor),
+                c.event_count,
+                datetime_param(c.updated_at, vendor),
+                c.pk,
+            )
+            for c in customers
+        ]
+    else:
+        getters = [_PARAM[name] for name in fields]
+        rows = [(*(get(c, vendor) for get in getters), c.pk) for c in customers]
     with connection.cursor() as cursor:
         cursor.executemany(sql, rows)
+
+
+_INSERT_FIELDS = [f.name for f in Customer._meta.concrete_fields if f.name != "id"]
+
+
+def _insert_profiles(customers: list[Customer]) -> None:
+    """Insert new profiles and set their ids: multi-row INSERT … RETURNING id (SQLite >= 3.35 and PostgreSQL
+    return the rows in insertion order — what Django's own bulk_create relies on for both)."""
+    vendor = connection.vendor
+    quote = connection.ops.quote_name
+    json_ph = json_placeholder(vendor)
+    row_marks = "(" + ", ".join(json_ph if n in _JSON_FIELDS else "%s" for n in _INSERT_FIELDS) + ")"
+    getters = [_PARAM[name] for name in _INSERT_FIELDS]
+    columns = ", ".join(quote(_COLUMNS[name]) for name in _INSERT_FIELDS)
+    # 20 columns a row: 40 rows stay under SQLite's older 999-variable limit.
+    for start in range(0, len(customers), 40):
+        chunk = customers[start : start + 40]
+        params = [get(c, vendor) for c in chunk for get in getters]
+        sql = (
+            f"INSERT INTO {quote(Customer._meta.db_table)} ({columns}) "  # noqa: S608
+            f"VALUES {', '.join([row_marks] * len(chunk))} RETURNING id"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            ids = [row[0] for row in cursor.fetchall()]
+        for customer, pk in zip(chunk, ids, strict=True):
+            customer.pk = pk
+            customer._state.adding = False
+            customer._state.db = connection.alias
 
 
 def _param_getter(name: str) -> Any:
@@ -428,10 +478,10 @@ def _param_getter(name: str) -> Any:
         return lambda c, vendor: json_param(getattr(c, name))
     if name in _DATETIME_FIELDS:
         return lambda c, vendor: datetime_param(getattr(c, name), vendor)
-    return lambda c, vendor: getattr(c, name)
+    attname = _FIELDS[name].attname  # workspace -> workspace_id
+    return lambda c, vendor: getattr(c, attname)
 
 
-_COLUMNS = {f.name: f.column for f in Customer._meta.concrete_fields}
 _DATETIME_FIELDS = frozenset({"first_seen", "last_seen", "updated_at", "created_at"})
 _PARAM = {name: _param_getter(name) for name in _COLUMNS}
 

@@ -99,6 +99,8 @@ _checkpointer_pid = 0
 
 def _start_checkpointer(db_path: str) -> None:
     global _checkpointer_pid
+    if os.environ.get("TSUNAGU_WAL_CHECKPOINTER", "1") == "0":
+        return  # commits checkpoint by themselves (wal_autocheckpoint)
     with _lock_guard:
         if _checkpointer_pid == os.getpid():
             return

@@ -174,6 +174,7 @@ _EVENT_COLUMNS = (
     "context",
 )
 _EVENT_JSON_COLUMNS = frozenset({"properties", "traits", "context"})
+_INGEST_LOCK_CLASS = 0x7453  # first key of PostgreSQL advisory locks taken by ingestion ("tS")
 
 
 def _insert_events(rows: list[tuple[Any, ...]], vendor: str) -> None:
@@ -209,69 +210,46 @@ def events_ingest(
     received = received_at or clock.now()
     if not events:
         return IngestResult()
+    # Everything that does not depend on the database is done before taking the write lock, so that
+    # requests of other processes prepare their batches while this one is written.
+    prepared = _prepare(source, events, received)
     if group_commit.applies(connection):
-        return group_commit.run(lambda: _ingest(source, events, received))
+        return group_commit.run(lambda: _apply(source, prepared))
     with transaction.atomic():
-        return _ingest(source, events, received)
+        return _apply(source, prepared)
 
 
-def _ingest(source: Source, events: list[ParsedEvent], received_at: dt.datetime) -> IngestResult:
-    """The work of ``events_ingest``, inside the caller's transaction."""
-    result = IngestResult()
-    workspace = source.workspace
-    wanted = list({e.message_id for e in events})
-    existing: set[str] = set()
-    for start in range(0, len(wanted), 900):
-        existing.update(
-            Event.objects.filter(
-                workspace_id=workspace.pk, message_id__in=wanted[start : start + 900]
-            ).values_list("message_id", flat=True)
-        )
-    fresh: list[ParsedEvent] = []
+@dataclass(slots=True)
+class _Prepared:
+    message_id: str
+    touch: Touch
+    # The event's row without customer_id (known only once its profile is resolved): the columns before
+    # it and the columns after it.
+    head: tuple[Any, ...]
+    tail: tuple[Any, ...]
+
+
+def _prepare(source: Source, events: list[ParsedEvent], received_at: dt.datetime) -> list[_Prepared]:
+    vendor = connection.vendor
+    received = datetime_param(received_at, vendor)
+    workspace_id, source_id = source.workspace_id, source.pk
+    out = []
     for event in events:
-        if event.message_id in existing:
-            result.duplicates += 1
-            continue
-        existing.add(event.message_id)
-        fresh.append(event)
-
-    profiles = ProfileBatch(workspace=workspace)
-    touches: list[Touch] = []
-    all_keys: set[tuple[str, str]] = set()
-    channels: list[str] = []
-    stamps: list[dt.datetime] = []
-    for event in fresh:
         keys, lookup_only = _identity_keys(event)
         channel = event_channel(source=source, context=event.context)
         ts = event_timestamp(event=event, received_at=received_at)
-        channels.append(channel)
-        stamps.append(ts)
-        all_keys.update(keys)
-        all_keys.update(lookup_only)
-        touches.append(
-            Touch(
-                keys=keys,
-                lookup_only=lookup_only,
-                timestamp=ts,
-                channel=channel,
-                message_id=event.message_id,
-                event_type=event.type,
-                traits=event.traits if event.type == "identify" else None,
-            )
+        touch = Touch(
+            keys=keys,
+            lookup_only=lookup_only,
+            timestamp=ts,
+            channel=channel,
+            message_id=event.message_id,
+            event_type=event.type,
+            traits=event.traits if event.type == "identify" else None,
         )
-    profiles.load(all_keys)
-    owners = [profiles.resolve(touch) for touch in touches]
-    merges = profiles.flush()
-    for merge in merges:
-        moved = Event.objects.filter(customer_id=merge.other_id).update(customer_id=merge.into_id)
-        merge_note_events(merge=merge, events_moved=moved)
-
-    vendor = connection.vendor
-    received = datetime_param(received_at, vendor)
-    rows = [
-        (
-            workspace.pk,
-            source.pk,
+        head = (
+            workspace_id,
+            source_id,
             event.message_id,
             event.type,
             event.event,
@@ -280,7 +258,8 @@ def _ingest(source: Source, events: list[ParsedEvent], received_at: dt.datetime)
             event.anonymous_id or "",
             event.group_id,
             event.previous_id,
-            profiles.customer_id_of(owner),
+        )
+        tail = (
             channel,
             datetime_param(ts, vendor),
             datetime_param(event.original_timestamp, vendor),
@@ -290,9 +269,57 @@ def _ingest(source: Source, events: list[ParsedEvent], received_at: dt.datetime)
             json_param(event.traits),
             json_param(event.context),
         )
-        for event, owner, channel, ts in zip(fresh, owners, channels, stamps, strict=True)
+        out.append(_Prepared(event.message_id, touch, head, tail))
+    return out
+
+
+def _apply(source: Source, events: list[_Prepared]) -> IngestResult:
+    """The database half of ``events_ingest``, inside the caller's transaction."""
+    result = IngestResult()
+    workspace = source.workspace
+    if connection.vendor == "postgresql":
+        # Resolution reads profiles and writes them back whole: two concurrent ingests into one workspace
+        # would race (two profiles for one new userId, an event counted twice, lost counts). One at a time
+        # per workspace — what SQLite's single writer gives — until commit releases the lock.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_INGEST_LOCK_CLASS, workspace.pk])
+    wanted = list({e.message_id for e in events})
+    existing: set[str] = set()
+    table = connection.ops.quote_name(Event._meta.db_table)
+    with connection.cursor() as cursor:
+        for start in range(0, len(wanted), 900):
+            chunk = wanted[start : start + 900]
+            cursor.execute(
+                f"SELECT message_id FROM {table} WHERE workspace_id = %s "  # noqa: S608
+                f"AND message_id IN ({', '.join(['%s'] * len(chunk))})",
+                [workspace.pk, *chunk],
+            )
+            existing.update(row[0] for row in cursor.fetchall())
+    fresh: list[_Prepared] = []
+    for event in events:
+        if event.message_id in existing:
+            result.duplicates += 1
+            continue
+        existing.add(event.message_id)
+        fresh.append(event)
+
+    profiles = ProfileBatch(workspace=workspace)
+    all_keys: set[tuple[str, str]] = set()
+    for event in fresh:
+        all_keys.update(event.touch.keys)
+        all_keys.update(event.touch.lookup_only)
+    profiles.load(all_keys)
+    owners = [profiles.resolve(event.touch) for event in fresh]
+    merges = profiles.flush()
+    for merge in merges:
+        moved = Event.objects.filter(customer_id=merge.other_id).update(customer_id=merge.into_id)
+        merge_note_events(merge=merge, events_moved=moved)
+
+    rows = [
+        (*event.head, profiles.customer_id_of(owner), *event.tail)
+        for event, owner in zip(fresh, owners, strict=True)
     ]
-    _insert_events(rows, vendor)
+    _insert_events(rows, connection.vendor)
     result.stored = len(rows)
     result.message_ids = [event.message_id for event in fresh]
     return result

@@ -138,20 +138,22 @@ def parse_event(
         raise Invalid([FieldError(f"{where}type", f"is required (one of {', '.join(EVENT_TYPES)})")])
     if kind not in EVENT_TYPES:
         raise Invalid([FieldError(f"{where}type", f"{str(kind)[:30]!r} is not one of {', '.join(EVENT_TYPES)}")])
+    whole = where.rstrip(".") or "body"
+    too_deep = f"is nested deeper than {MAX_DEPTH} levels"
     try:
         encoded = orjson.dumps(payload)
     except TypeError:
         # orjson refuses past 254 levels (far beyond our limit) — and values JSON cannot hold.
         if not _depth_ok(payload, MAX_DEPTH):
-            raise Invalid([FieldError(where.rstrip(".") or "body", f"is nested deeper than {MAX_DEPTH} levels")]) from None
-        raise Invalid([FieldError(where.rstrip(".") or "body", "is not representable as JSON")]) from None
+            raise Invalid([FieldError(whole, too_deep)]) from None
+        raise Invalid([FieldError(whole, "is not representable as JSON")]) from None
     size = len(encoded)
     if size > max_bytes:
-        raise Invalid([FieldError(where.rstrip(".") or "body", f"event is {size} bytes, over the {max_bytes // 1024} KB limit")])
+        raise Invalid([FieldError(whole, f"event is {size} bytes, over the {max_bytes // 1024} KB limit")])
     # Nesting needs at least one bracket a level: an event with few brackets in all (nearly every event)
     # cannot be too deep, and two C-speed counts replace walking every value.
     if encoded.count(b"{") + encoded.count(b"[") > MAX_DEPTH and not _depth_ok(payload, MAX_DEPTH):
-        raise Invalid([FieldError(where.rstrip(".") or "body", f"is nested deeper than {MAX_DEPTH} levels")])
+        raise Invalid([FieldError(whole, too_deep)])
 
     user_id = _id(payload, "userId", where, errors)
     anonymous_id = _id(payload, "anonymousId", where, errors)
@@ -159,7 +161,9 @@ def parse_event(
     if message_id_raw is None or message_id_raw == "":
         message_id = f"tsunagu-{uuid.uuid4()}"
     elif not isinstance(message_id_raw, str) or len(message_id_raw) > MAX_MESSAGE_ID_LENGTH:
-        errors.append(FieldError(f"{where}messageId", f"must be a string of at most {MAX_MESSAGE_ID_LENGTH} characters"))
+        errors.append(
+            FieldError(f"{where}messageId", f"must be a string of at most {MAX_MESSAGE_ID_LENGTH} characters")
+        )
         message_id = ""
     else:
         message_id = message_id_raw

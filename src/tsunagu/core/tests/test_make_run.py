@@ -32,7 +32,9 @@ def test_make_run_from_a_fresh_clone(tmp_path):
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TSUNAGU_", "DJANGO_", "VIRTUAL_ENV"))}
-    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if ".venv" not in p and "venv/bin" not in p)
+    env["PATH"] = os.pathsep.join(
+        p for p in env.get("PATH", "").split(os.pathsep) if ".venv" not in p and "venv/bin" not in p
+    )
     log = (tmp_path / "run.log").open("wb")
     process = subprocess.Popen(
         ["make", "run", f"PORT={port}", f"PYTHON={shutil.which('python3') or 'python3'}"],

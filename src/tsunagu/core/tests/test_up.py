@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -110,7 +111,7 @@ def test_up_stops_everything_when_a_part_dies(tmp_path):
     process = _start_up(server)
     try:
         tree = _children(process.pid)
-        workers = [p for p in tree if b"worker" in open(f"/proc/{p}/cmdline", "rb").read().split(b"\0")]
+        workers = [p for p in tree if b"worker" in Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")]
         assert len(workers) == 1
         os.kill(workers[0], signal.SIGKILL)
         assert process.wait(timeout=30) == 1

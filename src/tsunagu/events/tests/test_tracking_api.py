@@ -14,7 +14,12 @@ pytestmark = pytest.mark.django_db
 @pytest.mark.parametrize(
     ("path", "body", "field", "value"),
     [
-        ("/v1/track", {"userId": "u1", "event": "Order Completed", "properties": {"total": 1200}}, "event", "Order Completed"),
+        (
+            "/v1/track",
+            {"userId": "u1", "event": "Order Completed", "properties": {"total": 1200}},
+            "event",
+            "Order Completed",
+        ),
         ("/v1/page", {"anonymousId": "a1", "name": "Home"}, "name", "Home"),
         ("/v1/screen", {"anonymousId": "a1", "name": "Cart"}, "name", "Cart"),
         ("/v1/identify", {"userId": "u1", "traits": {"plan": "gold"}}, "traits", {"plan": "gold"}),
