@@ -141,11 +141,12 @@ def customers(request: HttpRequest, workspace: Any) -> HttpResponse:
 
 
 def _summary(data: Any, limit: int = 4, width: int = 140) -> str:
-    """``key: value · key: value …`` for a timeline row; nested values are abbreviated."""
+    """``key: value · key: value …`` for a timeline row; nested values are abbreviated. Keys are sorted:
+    PostgreSQL's jsonb does not keep the order the SDK sent, and the row must read the same on both."""
     if not isinstance(data, dict) or not data:
         return ""
     parts = []
-    for key, value in list(data.items())[:limit]:
+    for key, value in sorted(data.items())[:limit]:
         if isinstance(value, dict | list):
             value = "{…}" if isinstance(value, dict) else f"[{len(value)}]"
         elif value is None or isinstance(value, bool):

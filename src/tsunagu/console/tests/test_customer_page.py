@@ -41,8 +41,9 @@ def test_timeline_is_newest_first_across_channels_in_tokyo_time(client_en, hanak
     assert len(rows) == 4
     # 02:00Z is 11:00 JST; 20:00Z on the 4th is 05:00 JST on the 5th.
     assert "11:00:00" in rows[0] and "Message Read" in rows[0] and "ch-line" in rows[0]
-    # Properties are summarised: JSON spellings for literals, sizes for nested values, the rest elided.
-    assert "read: true · campaign: null · tags: [2] · meta: {…} …" in rows[0]
+    # Properties are summarised in key order: JSON spellings for literals, sizes for nested values, the
+    # rest elided.
+    assert "campaign: null · extra: 1 · meta: {…} · read: true …" in rows[0]
     assert "10:00:00" in rows[1] and "Order Completed" in rows[1] and "revenue: 4980" in rows[1]
     assert "09:00:00" in rows[2] and ">identify<" in rows[2]
     assert "05:00:00" in rows[3] and "Cart" in rows[3] and ">page<" in rows[3]
