@@ -56,6 +56,8 @@ def serve(*, host: str, port: int, workers: int) -> None:
             "graceful_timeout": 10,
             "keepalive": 30,
             "accesslog": os.environ.get("TSUNAGU_ACCESS_LOG") or None,
+            # gunicorn's default format logs the Basic auth user name, which on /v1 is the write key.
+            "access_log_format": '%(h)s %(t)s "%(r)s" %(s)s %(b)s %(L)ss "%(a)s"',
             "errorlog": "-",
             "loglevel": os.environ.get("TSUNAGU_LOG_LEVEL", "warning").lower(),
             "preload_app": True,

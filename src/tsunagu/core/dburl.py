@@ -31,19 +31,32 @@ class DatabaseUrlError(ValueError):
     pass
 
 
+def _sqlite_path(url: str) -> str:
+    """``sqlite:///var/x.db`` is relative to the working directory, ``sqlite:////srv/x.db`` absolute (the
+    convention SQLAlchemy and dj-database-url share); ``sqlite://`` alone is an in-memory database."""
+    rest = url.split("://", 1)[1]
+    if rest in ("", "/:memory:", ":memory:"):
+        return ":memory:"
+    if not rest.startswith("/"):
+        raise DatabaseUrlError(
+            f"TSUNAGU_DATABASE_URL: cannot read a sqlite path from {url!r} "
+            "(use sqlite:///relative/path or sqlite:////absolute/path)"
+        )
+    path = unquote(rest[1:].split("?", 1)[0])
+    if not path:
+        raise DatabaseUrlError(f"TSUNAGU_DATABASE_URL: no sqlite path in {url!r}")
+    return path
+
+
 def database_from_url(url: str) -> dict[str, Any]:
     """Parse ``sqlite:///path`` or ``postgres://user:pass@host:port/name?opt=v`` into a DATABASES entry."""
     parsed = urlparse(url)
     scheme = parsed.scheme.lower()
     if scheme == "sqlite":
-        path = unquote(parsed.path)
-        if url.startswith("sqlite:////"):
-            path = "/" + path.lstrip("/")
-        elif path.startswith("/") and not url.startswith("sqlite:///"):
-            raise DatabaseUrlError(f"TSUNAGU_DATABASE_URL: cannot read sqlite path from {url!r}")
+        path = _sqlite_path(url)
         return {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": path or ":memory:",
+            "NAME": path,
             # Keep connections across requests: a new one per request paid the connect and PRAGMAs and, worse,
             # started with an empty page cache every time.
             "CONN_MAX_AGE": None,

@@ -245,12 +245,12 @@ def test_two_devices_two_sdks_one_customer(logged_workspace, rudder, monkeypatch
     assert by_id[sent[5][0]]["traits"]["email"] == "Hanako.Sato@Example.JP"
     assert {e["type"] for e in timeline} == {"page", "track", "screen", "identify", "alias"}
 
-    # On the wire: every SDK call was a POST to /v1/batch, answered 200, authenticated with the write key as
-    # the Basic auth user name (gunicorn logs that user), from both libraries.
+    # On the wire: every SDK call was a POST to /v1/batch, answered 200, from both libraries (each event's
+    # source above shows which write key authenticated it; the access log deliberately omits the key).
     wire = sdk_requests(server)
     assert wire, "no SDK request in the access log"
     assert all('"POST /v1/batch HTTP/1.1" 200' in line for line in wire), wire
-    assert {line.split()[2] for line in wire} == {write_key, app_source["write_key"]}
+    assert not any(write_key in line or app_source["write_key"] in line for line in wire), "write key logged"
     assert len({line.rsplit("analytics-python/", 1)[1] for line in wire}) == 2, "both SDKs' versions"
 
 

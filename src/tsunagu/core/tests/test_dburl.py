@@ -1,0 +1,43 @@
+"""TSUNAGU_DATABASE_URL: the SQLite path conventions, PostgreSQL parts, and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from tsunagu.core.dburl import DatabaseUrlError, database_from_url
+
+
+@pytest.mark.parametrize(
+    ("url", "name"),
+    [
+        ("sqlite:////srv/tsunagu/db.sqlite3", "/srv/tsunagu/db.sqlite3"),
+        ("sqlite:///var/db.sqlite3", "var/db.sqlite3"),
+        ("sqlite:///my%20data/db.sqlite3", "my data/db.sqlite3"),
+        ("sqlite://", ":memory:"),
+        ("sqlite:///:memory:", ":memory:"),
+    ],
+)
+def test_sqlite_paths(url, name):
+    db = database_from_url(url)
+    assert db["ENGINE"] == "django.db.backends.sqlite3"
+    assert db["NAME"] == name
+    assert "synchronous=FULL" in db["OPTIONS"]["init_command"]
+
+
+@pytest.mark.parametrize("url", ["sqlite://x.db", "sqlite:///", "mysql://u@h/db", "nonsense"])
+def test_bad_urls_are_named(url):
+    with pytest.raises(DatabaseUrlError, match="TSUNAGU_DATABASE_URL"):
+        database_from_url(url)
+
+
+def test_postgres_parts():
+    db = database_from_url("postgres://app:s%40cret@db.internal:6543/tsunagu?sslmode=require")
+    assert db["ENGINE"] == "django.db.backends.postgresql"
+    assert (db["USER"], db["PASSWORD"], db["HOST"], db["PORT"], db["NAME"]) == (
+        "app",
+        "s@cret",
+        "db.internal",
+        "6543",
+        "tsunagu",
+    )
+    assert db["OPTIONS"]["sslmode"] == "require"
