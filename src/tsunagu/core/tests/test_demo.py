@@ -12,7 +12,8 @@ from django.contrib.auth import authenticate
 from tsunagu.core.models import Job, Membership
 from tsunagu.core.selectors import apikey_resolve, workspace_get
 from tsunagu.customers.models import Customer, Identity, Merge
-from tsunagu.demo import DEFAULT_PASSWORD, _fit, _Simulation, demo_load
+from tsunagu.demo import DEFAULT_PASSWORD, demo_load
+from tsunagu.demo.simulation import _fit, _Simulation
 from tsunagu.events.models import Channel, Event, Source
 
 pytestmark = pytest.mark.django_db
