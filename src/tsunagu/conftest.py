@@ -111,9 +111,6 @@ def live_server_factory(tmp_path: Any) -> Any:
 def live_workspace(live_server_factory: Any) -> Any:
     """A running server with a workspace, a web source and an API key: (server, write_key, token, slug)."""
     server = live_server_factory()
-    server.cli("migrate")
-    slug = server.cli_json("workspace", "create", "Live Shop", "--slug", "live-shop")["slug"]
-    write_key = server.cli_json("source", "create", "--workspace", slug, "--name", "Web")["write_key"]
-    token = server.cli_json("apikey", "create", "--workspace", slug)["token"]
+    write_key, token, slug = server.provision(name="Live Shop", slug="live-shop")
     server.start()
     return server, write_key, token, slug

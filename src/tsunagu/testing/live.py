@@ -81,6 +81,15 @@ class LiveServer:
     def cli_json(self, *args: str) -> Any:
         return json.loads(self.cli(*args, "--json").stdout)
 
+    def provision(self, *, name: str, slug: str) -> tuple[str, str, str]:
+        """Migrate and create a workspace with a web source and an API key through the CLI, as an operator
+        would: returns (write_key, token, slug)."""
+        self.cli("migrate")
+        slug = self.cli_json("workspace", "create", name, "--slug", slug)["slug"]
+        write_key = self.cli_json("source", "create", "--workspace", slug, "--name", "Web")["write_key"]
+        token = self.cli_json("apikey", "create", "--workspace", slug)["token"]
+        return write_key, token, slug
+
     def start(self, *, workers: int = 2, command: str = "web") -> LiveServer:
         """Start (or restart, on the same database) the server and wait until it answers /readyz."""
         if not self.migrated:

@@ -66,10 +66,7 @@ def logged_workspace(live_server_factory: Any) -> Any:
     """``live_workspace`` with gunicorn's access log on, to see what the SDKs put on the wire."""
     server = live_server_factory("sdk")
     server.env["TSUNAGU_ACCESS_LOG"] = str(server.data_dir / "access.log")
-    server.cli("migrate")
-    slug = server.cli_json("workspace", "create", "SDK Shop", "--slug", "sdk-shop")["slug"]
-    write_key = server.cli_json("source", "create", "--workspace", slug, "--name", "Web")["write_key"]
-    token = server.cli_json("apikey", "create", "--workspace", slug)["token"]
+    write_key, token, slug = server.provision(name="SDK Shop", slug="sdk-shop")
     server.start()
     return server, write_key, token, slug
 
