@@ -29,7 +29,7 @@ from tsunagu.console.labels import channel_label
 from tsunagu.core import clock
 from tsunagu.core.errors import TsunaguError
 from tsunagu.core.pagination import page_by_id_desc
-from tsunagu.core.selectors import membership_get, workspace_for_user, workspaces_for_user
+from tsunagu.core.selectors import user_can_manage_credentials, workspace_for_user, workspaces_for_user
 from tsunagu.customers.selectors import (
     customer_count,
     customer_get,
@@ -51,7 +51,6 @@ from tsunagu.events.services import source_create, source_rotate_key
 CUSTOMERS_PER_PAGE = 25
 # Roles that may create sources and rotate their keys: a rotated key stops a live integration, so viewers,
 # agents and operators may read keys (to install an SDK) but not change them.
-SOURCE_ADMIN_ROLES = frozenset({"owner", "admin"})
 EVENTS_PER_PAGE = 50
 
 View = Callable[..., HttpResponse]
@@ -239,10 +238,7 @@ def sources(request: HttpRequest, workspace: Any) -> HttpResponse:
 
 
 def _can_manage_sources(request: HttpRequest, workspace: Any) -> bool:
-    if getattr(request.user, "is_superuser", False):
-        return True
-    membership = membership_get(workspace=workspace, user=request.user)
-    return membership is not None and membership.role in SOURCE_ADMIN_ROLES
+    return user_can_manage_credentials(workspace=workspace, user=request.user)
 
 
 def _base_url(request: HttpRequest) -> str:

@@ -44,3 +44,23 @@ def workspace_for_user(*, user: Any, slug: str) -> Workspace | None:
     """The workspace ``slug`` if ``user`` may see it (a member, or a superuser), else None — callers answer
     404 rather than 403 so that a workspace's existence is not revealed to outsiders."""
     return workspaces_for_user(user=user).filter(slug=slug).first()
+
+
+# Who may change a workspace's credentials (create sources, rotate write keys): a rotated key breaks a live
+# integration, so it is an owner's or admin's act.
+CREDENTIAL_ROLES = frozenset({Membership.Role.OWNER, Membership.Role.ADMIN})
+
+
+def user_can_manage_credentials(*, workspace: Workspace, user: Any) -> bool:
+    """Superusers, and the workspace's owners and admins."""
+    if getattr(user, "is_superuser", False):
+        return True
+    membership = membership_get(workspace=workspace, user=user)
+    return membership is not None and membership.role in CREDENTIAL_ROLES
+
+
+def user_get(*, username: str) -> Any:
+    """A console user by name, or None."""
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.filter(username=username).first()

@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from tsunagu.core import clock
 from tsunagu.core.errors import Conflict
 from tsunagu.core.jobs import job_enqueue
-from tsunagu.core.selectors import workspace_get
+from tsunagu.core.selectors import user_get, workspace_get
 from tsunagu.core.services import apikey_create, audit_record, membership_add, user_create, workspace_create
 from tsunagu.customers.selectors import customer_count
 from tsunagu.demo.catalog import (
@@ -154,8 +153,7 @@ def demo_load(
             sources = {
                 channel: source_create(workspace=workspace, name=name, channel=channel) for channel, name in SOURCES
             }
-            User = get_user_model()
-            user = User.objects.filter(username=DEMO_USERNAME).first()
+            user = user_get(username=DEMO_USERNAME)
             if user is None:
                 user = user_create(username=DEMO_USERNAME, password=_password(), email="demo@example.com")
             else:
