@@ -112,10 +112,19 @@ def cmd_apikey_create(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    import threading
+
     import tsunagu.core.handlers  # noqa: F401  (registers job handlers)
     from tsunagu.core.worker import run_worker
+    from tsunagu.events.applier import start_applier
 
-    run_worker()
+    # The applier (the ingest log -> profiles, timeline, reactions) in a thread beside the jobs loop; the
+    # same stop event ends both on SIGTERM/SIGINT.
+    stop = threading.Event()
+    applier = start_applier(stop)
+    run_worker(stop=stop)
+    stop.set()
+    applier.join(timeout=30)
     return 0
 
 

@@ -15,6 +15,18 @@ from tsunagu.core.services import apikey_create, workspace_create
 from tsunagu.events.services import source_create
 
 
+@pytest.fixture(autouse=True)
+def _ingest_log(tmp_path: Any, settings: Any) -> Any:
+    """A fresh SQLite ingest log for every test: the log is a file outside the test database, which is
+    rolled back after each test, so a shared one would hand one test's events to the next."""
+    settings.TSUNAGU_INGEST_LOG = str(tmp_path / "ingest-log.sqlite3")
+    yield
+    from tsunagu.events import log as ingest_log
+
+    for key in [k for k in ingest_log._logs if k[1] == settings.TSUNAGU_INGEST_LOG]:
+        ingest_log._logs.pop(key).close()
+
+
 @pytest.fixture
 def workspace(db: Any) -> Any:
     return workspace_create(name="Shop A", slug="shop-a")
@@ -63,7 +75,11 @@ Sender = Callable[..., tuple[int, Any]]
 
 @pytest.fixture
 def send(source: Any) -> Sender:
-    """POST a body to a tracking endpoint with the source's write key (Basic auth, as the SDKs do)."""
+    """POST a body to a tracking endpoint with the source's write key (Basic auth, as the SDKs do). After
+    a 200 the applier runs in the test's thread until nothing is pending (``apply=False`` leaves the events
+    in the log), so the test then reads profiles as the worker would have left them."""
+    from tsunagu.testing.pipeline import apply_all
+
     client = Client()
 
     def _send(
@@ -75,6 +91,7 @@ def send(source: Any) -> Sender:
         gzip_body: bool = False,
         auth: bool = True,
         headers: dict[str, str] | None = None,
+        apply: bool = True,
     ) -> tuple[int, Any]:
         data = raw if raw is not None else orjson.dumps(body)
         all_headers = dict(headers or {})
@@ -85,6 +102,8 @@ def send(source: Any) -> Sender:
             key = write_key if write_key is not None else source.write_key
             all_headers["Authorization"] = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
         response = client.post(path, data, content_type="application/json", headers=all_headers)
+        if apply and response.status_code == 200:
+            apply_all()
         return response.status_code, orjson.loads(response.content) if response.content else None
 
     return _send

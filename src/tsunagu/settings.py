@@ -149,3 +149,19 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("TSUNAGU_LOG_LEVEL", "WARNING")},
     "loggers": {"tsunagu": {"level": os.environ.get("TSUNAGU_LOG_LEVEL", "INFO"), "propagate": True}},
 }
+
+# -- the ingestion pipeline (docs/ingestion.md) -------------------------------------------------------
+# The SQLite ingest log (a file of its own; on PostgreSQL the log is a table of the main database).
+TSUNAGU_INGEST_LOG = os.environ.get("TSUNAGU_INGEST_LOG", "")
+# Backpressure: past this many events waiting in one workspace, /v1 answers 429 with Retry-After (seconds).
+TSUNAGU_INGEST_MAX_PENDING = int(os.environ.get("TSUNAGU_INGEST_MAX_PENDING", 2_000_000))
+TSUNAGU_INGEST_RETRY_AFTER = int(os.environ.get("TSUNAGU_INGEST_RETRY_AFTER", 5))
+# Events per applier transaction, and how long a worker's claim on a workspace lasts without renewal.
+TSUNAGU_APPLY_CHUNK = int(os.environ.get("TSUNAGU_APPLY_CHUNK", 5000))
+TSUNAGU_APPLIER_LEASE = float(os.environ.get("TSUNAGU_APPLIER_LEASE", 15))
+
+# prometheus-client's multiprocess mode: every web and worker process of this machine writes its counters
+# here, and /metrics adds them up. Set before prometheus_client is first imported (it reads it then).
+with contextlib.suppress(OSError):
+    (DATA_DIR / "metrics").mkdir(mode=0o700, parents=True, exist_ok=True)
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(DATA_DIR / "metrics"))

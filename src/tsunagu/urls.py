@@ -1,10 +1,11 @@
 from django.contrib import admin
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
 
 from tsunagu.api import api
-from tsunagu.events import tracking
+from tsunagu.events import metrics, tracking
+from tsunagu.events.selectors import ingestion_overview
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -13,18 +14,32 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 def readyz(request: HttpRequest) -> JsonResponse:
-    """Readiness: the database answers and is migrated."""
+    """Readiness: the database answers and is migrated; says how far behind the applier is."""
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1 FROM django_migrations LIMIT 1")
+        ingestion = ingestion_overview()
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         return JsonResponse({"status": "unavailable", "error": type(exc).__name__}, status=503)
-    return JsonResponse({"status": "ready"})
+    return JsonResponse(
+        {
+            "status": "ready",
+            "ingestion": {"pending": ingestion["pending"], "oldest_pending_ms": ingestion["oldest_pending_ms"]},
+        }
+    )
+
+
+def prometheus(request: HttpRequest) -> HttpResponse:
+    """``GET /metrics``: Prometheus text format. Like /healthz it carries no customer data; restrict it at
+    the proxy if counts are sensitive to you."""
+    body, content_type = metrics.exposition()
+    return HttpResponse(body, content_type=content_type)
 
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    path("metrics", prometheus, name="metrics"),
     path("v1/batch", tracking.batch, name="v1-batch"),
     path("v1/import", tracking.batch, name="v1-import"),
     path("v1/identify", tracking.identify, name="v1-identify"),

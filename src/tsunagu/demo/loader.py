@@ -31,9 +31,19 @@ from tsunagu.demo.catalog import (
     TOKEN_FILE,
 )
 from tsunagu.demo.simulation import _fit, _Simulation
+from tsunagu.events.applier import events_apply_pending
 from tsunagu.events.selectors import event_count, source_list
-from tsunagu.events.services import events_ingest, source_create
+from tsunagu.events.services import events_append, source_create
 from tsunagu.events.validation import ParsedEvent, parse_event
+
+# Events appended between two runs of the applier: the progress bar moves as profiles are written.
+_APPLY_EVERY = 5000
+
+
+def _apply(workspace: Any) -> int:
+    # One transaction per SDK batch, as a live applier would see a trickle of them: profiles that meet in one
+    # transaction are joined without a merge record, and the demo is there to show its merge history.
+    return events_apply_pending(workspace_id=workspace.pk, max_events=1).stored
 
 
 @contextmanager
@@ -163,9 +173,17 @@ def demo_load(
             received_at = clock.now()
             with _progress(progress, len(stream)) as advance:
 
+                appended = 0
+
                 def send(channel: str) -> None:
-                    events_ingest(source=sources[channel], events=pending[channel], received_at=received_at)
-                    advance(len(pending.pop(channel)))
+                    # The one way in, as /v1/batch: the ingest log, then the applier (here, in this thread).
+                    nonlocal appended
+                    events = pending.pop(channel)
+                    events_append(source=sources[channel], events=events, received_at=received_at, check_backlog=False)
+                    appended += len(events)
+                    if appended >= _APPLY_EVERY:
+                        advance(_apply(workspace))
+                        appended = 0
 
                 # Each source sends its own batches, as each SDK would. The stream is walked in time order; a
                 # source's batch goes in when it is full, and every batch once the oldest waiting event is a
@@ -184,6 +202,7 @@ def demo_load(
                         send(out.channel)
                 for channel in list(pending):
                     send(channel)
+                advance(_apply(workspace))
             audit_record(
                 workspace=workspace,
                 actor="tsunagu demo",

@@ -11,8 +11,8 @@ from tsunagu.core.errors import NotFound, ValidationError
 from tsunagu.core.pagination import page_by_id_desc, page_by_time_desc
 from tsunagu.customers.selectors import customer_get
 from tsunagu.events.models import Event
-from tsunagu.events.schemas import EventPage, SourceIn, SourceOut, SourcePage
-from tsunagu.events.selectors import customer_timeline, source_get, source_list
+from tsunagu.events.schemas import EventPage, IngestionOut, SourceIn, SourceOut, SourcePage
+from tsunagu.events.selectors import customer_timeline, ingestion_status, source_get, source_list
 from tsunagu.events.services import source_create, source_rotate_key
 
 router = Router(tags=["events"])
@@ -76,3 +76,8 @@ def rotate_source_key(request: HttpRequest, source_id: int) -> Any:
     if source is None:
         raise NotFound(f"source {source_id} not found", field="source_id")
     return source_rotate_key(source=source)
+
+
+@router.get("/ingestion", response=IngestionOut, summary="The ingestion pipeline's backlog for this workspace")
+def ingestion(request: HttpRequest) -> dict[str, Any]:
+    return ingestion_status(workspace_id=request.auth.pk)  # type: ignore[attr-defined]

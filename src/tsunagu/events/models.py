@@ -69,3 +69,38 @@ class Event(models.Model):
             models.Index(fields=["customer", "-timestamp", "-id"], name="event_timeline_idx"),
             models.Index(fields=["workspace", "received_at"], name="event_received_idx"),
         ]
+
+
+class LogEntry(models.Model):
+    """One acknowledged request's events in the ingest log, waiting for the applier (PostgreSQL).
+
+    On SQLite the log lives in a file of its own (``tsunagu.events.log``), so appends never wait behind the
+    applier's long transactions; this table stays empty there. ``body`` is the validated events, encoded
+    once by the web process (``tsunagu.events.codec``)."""
+
+    id = models.BigAutoField(primary_key=True)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+", db_index=False)
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="+", db_index=False)
+    received_at = models.DateTimeField()
+    count = models.PositiveIntegerField()
+    body = models.BinaryField()
+
+    class Meta:
+        indexes = [models.Index(fields=["workspace", "id"], name="logentry_ws_idx")]
+
+
+class ApplierState(models.Model):
+    """Where the applier of one workspace stands in the log, and who holds the right to apply it.
+
+    ``position`` is the last log id applied; it is updated in the transaction that applied the events, so a
+    crash re-applies nothing and loses nothing. The lease makes one applier per workspace at a time: a dead
+    worker's workspaces are taken over once ``lease_until`` has passed."""
+
+    workspace = models.OneToOneField(Workspace, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    position = models.BigIntegerField(default=0)
+    applied = models.BigIntegerField(default=0)
+    duplicates = models.BigIntegerField(default=0)
+    owner = models.CharField(max_length=100, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    last_applied_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)

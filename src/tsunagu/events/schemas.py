@@ -45,3 +45,10 @@ class EventOut(Schema):
 class EventPage(Schema):
     items: list[EventOut]
     next: str | None
+
+
+class IngestionOut(Schema):
+    pending: int = Field(..., description="events acknowledged (durably appended) but not yet applied")
+    applied: int = Field(..., description="events applied to profiles and the timeline, all time")
+    duplicates: int = Field(..., description="events the applier dropped as repeated messageIds, all time")
+    oldest_pending_ms: float | None = Field(..., description="how long the oldest pending event has waited")

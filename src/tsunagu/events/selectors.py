@@ -8,9 +8,11 @@ from typing import Any
 from django.db import connection
 from django.db.models import Count, QuerySet
 
+from tsunagu.core import clock
 from tsunagu.core.models import Workspace
 from tsunagu.customers.models import Customer
-from tsunagu.events.models import Event, Source
+from tsunagu.events.log import get_log
+from tsunagu.events.models import ApplierState, Event, Source
 
 
 def source_by_write_key(*, write_key: str) -> Source | None:
@@ -124,3 +126,49 @@ def customer_timeline_page(
     from tsunagu.core.pagination import page_by_time_desc
 
     return page_by_time_desc(customer_timeline(customer=customer), limit=limit, cursor=cursor)
+
+
+# -- the ingestion pipeline ---------------------------------------------------------------------------
+
+
+def applier_position(*, workspace_id: int) -> tuple[int, int, int]:
+    """(position, applied, duplicates) of a workspace's applier; zeros before its first event."""
+    state = ApplierState.objects.filter(pk=workspace_id).values_list("position", "applied", "duplicates").first()
+    return state if state is not None else (0, 0, 0)
+
+
+def ingestion_pending(*, workspace_id: int) -> tuple[int, dt.datetime | None]:
+    """Events acknowledged but not yet applied in a workspace, and the receive time of the oldest."""
+    position = applier_position(workspace_id=workspace_id)[0]
+    return get_log().pending(workspace_id=workspace_id, after=position)
+
+
+def ingestion_status(*, workspace_id: int) -> dict[str, Any]:
+    """What ``GET /api/v1/ingestion`` answers: pending, applied (events stored, duplicates not counted),
+    duplicates, and how long the oldest pending event has waited."""
+    position, applied, duplicates = applier_position(workspace_id=workspace_id)
+    pending, oldest = get_log().pending(workspace_id=workspace_id, after=position)
+    oldest_ms = None if oldest is None else max(0.0, round((clock.now() - oldest).total_seconds() * 1000, 1))
+    return {"pending": pending, "applied": applied, "duplicates": duplicates, "oldest_pending_ms": oldest_ms}
+
+
+def ingestion_overview() -> dict[str, Any]:
+    """Every workspace's backlog added up (``/readyz``, ``/metrics``)."""
+    log = get_log()
+    states = {ws: (pos, applied, dups) for ws, pos, applied, dups in ApplierState.objects.values_list(
+        "workspace_id", "position", "applied", "duplicates"
+    )}
+    pending_total, oldest_all = 0, None
+    for workspace_id in set(log.workspaces()) | set(states):
+        position = states.get(workspace_id, (0, 0, 0))[0]
+        pending, oldest = log.pending(workspace_id=workspace_id, after=position)
+        pending_total += pending
+        if oldest is not None and (oldest_all is None or oldest < oldest_all):
+            oldest_all = oldest
+    oldest_ms = None if oldest_all is None else max(0.0, (clock.now() - oldest_all).total_seconds() * 1000)
+    return {
+        "pending": pending_total,
+        "applied": sum(s[1] for s in states.values()),
+        "duplicates": sum(s[2] for s in states.values()),
+        "oldest_pending_ms": oldest_ms,
+    }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import time
 import zlib
 from collections.abc import Callable
 from functools import wraps
@@ -21,9 +22,10 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from tsunagu.core import clock
+from tsunagu.events import metrics
 from tsunagu.events.models import Source
 from tsunagu.events.selectors import source_by_write_key
-from tsunagu.events.services import events_ingest
+from tsunagu.events.services import Backlogged, events_append
 from tsunagu.events.validation import FieldError, Invalid, ParsedEvent, parse_event, parse_time
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ _CODES = {
     405: "method_not_allowed",
     413: "too_large",
     415: "unsupported_encoding",
+    429: "backlogged",
 }
 
 
@@ -172,9 +175,15 @@ def _cors(view: Callable[[HttpRequest], HttpResponse]) -> Callable[[HttpRequest]
     preflights and allows any origin. That is safe here: write keys are public by design (they sit in every
     page's source), and no cookie or session is ever read on these paths."""
 
+    endpoint = view.__name__
+
     @wraps(view)
     def wrapped(request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
         response = HttpResponse(status=204) if request.method == "OPTIONS" else view(request)
+        metrics.request_time(endpoint, time.perf_counter() - started)
+        if response.status_code >= 400 and response.status_code != 429:  # 429s are counted per event
+            metrics.rejected(_CODES.get(response.status_code, "error"))
         response["Access-Control-Allow-Origin"] = "*"
         response["Access-Control-Allow-Methods"] = "POST, OPTIONS"
         response["Access-Control-Allow-Headers"] = "Content-Type, Authorization, Content-Encoding"
@@ -189,6 +198,19 @@ def _method_guard(request: HttpRequest) -> HttpResponse | None:
         response = _error(405, "use POST")
         response["Allow"] = "POST"
         return response
+    return None
+
+
+def _append(source: Source, events: list[ParsedEvent], endpoint: str) -> HttpResponse | None:
+    """Append durably; None when done, else the 429 to answer (nothing of the request was stored)."""
+    try:
+        events_append(source=source, events=events, received_at=clock.now())
+    except Backlogged as exc:
+        metrics.rejected("backlogged", len(events))
+        response = _error(429, exc.message)
+        response["Retry-After"] = str(exc.retry_after)
+        return response
+    metrics.received(endpoint, len(events))
     return None
 
 
@@ -210,7 +232,8 @@ def _single(request: HttpRequest, type_: str) -> HttpResponse:
         first = inv.errors[0]
         errors = [e.as_dict() for e in inv.errors]
         return _error(400, f"{first.field}: {first.message}", field=first.field, errors=errors)
-    events_ingest(source=source, events=[event], received_at=clock.now())
+    if (busy := _append(source, [event], type_)) is not None:
+        return busy
     return _json(200, {"success": True})
 
 
@@ -283,8 +306,10 @@ def _batch(request: HttpRequest, *, bare_array: bool) -> HttpResponse:
                     "errors": [e.as_dict() for e in inv.errors],
                 }
             )
-    if valid:
-        events_ingest(source=source, events=valid, received_at=clock.now())
+    if valid and (busy := _append(source, valid, "batch")) is not None:
+        return busy
+    if rejected and valid:
+        metrics.rejected("invalid", len(rejected))  # the request itself succeeds; count the events refused
     if not rejected:
         return _json(200, {"success": True})
     if not valid:
@@ -304,12 +329,12 @@ def _batch(request: HttpRequest, *, bare_array: bool) -> HttpResponse:
 
 
 def _endpoint(type_: str) -> Callable[[HttpRequest], HttpResponse]:
-    @_cors
     def view(request: HttpRequest) -> HttpResponse:
         return _single(request, type_)
 
+    view.__name__ = type_  # the endpoint label of the latency metrics
     view.__doc__ = f"``POST /v1/{type_}``: one {type_} event."
-    return view
+    return _cors(view)
 
 
 identify = _endpoint("identify")

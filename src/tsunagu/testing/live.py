@@ -90,8 +90,9 @@ class LiveServer:
         token = self.cli_json("apikey", "create", "--workspace", slug)["token"]
         return write_key, token, slug
 
-    def start(self, *, workers: int = 2, command: str = "web") -> LiveServer:
-        """Start (or restart, on the same database) the server and wait until it answers /readyz."""
+    def start(self, *, workers: int = 2, command: str = "up") -> LiveServer:
+        """Start (or restart, on the same database) the server and wait until it answers /readyz. ``up``
+        (the default) runs web and worker, so events are applied; ``web`` serves without an applier."""
         if not self.migrated:
             self.cli("migrate")
         self.log_path = self.data_dir / f"server-{self.port}.log"
@@ -106,6 +107,18 @@ class LiveServer:
         self.wait_ready()
         return self
 
+    def spawn(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start another ``tsunagu`` process on this server's database (a second web, a worker), in a
+        process group of its own so that it can be killed alone; the caller stops it."""
+        log = (self.data_dir / f"spawned-{'-'.join(args)}.log").open("ab")
+        return subprocess.Popen(
+            [sys.executable, "-m", "tsunagu.cli", *args],
+            env={**self.env, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -118,6 +131,12 @@ class LiveServer:
             except OSError:
                 time.sleep(0.1)
         raise RuntimeError(f"live server not ready after {timeout}s:\n{self.log()}")
+
+    def wait_applied(self, token: str, *, timeout: float = 60.0, expect_applied: int | None = None) -> dict[str, Any]:
+        """Wait until the applier has applied everything acknowledged in the token's workspace."""
+        from tsunagu.testing.pipeline import wait_applied
+
+        return wait_applied(self.url, token, timeout=timeout, expect_applied=expect_applied)
 
     @property
     def database_url(self) -> str:

@@ -103,6 +103,7 @@ def test_create_workspace_source_and_key_then_use_them(live_server_factory):
         timeout=10,
     )
     assert tracked.status_code == 200, tracked.text
+    server.wait_applied(key["token"])
     customers = api.get(f"{server.url}/api/v1/customers", params={"email": "a@example.jp"}, timeout=10).json()["items"]
     assert [c["user_id"] for c in customers] == ["u-1"]
     # The other workspace's key sees nothing of it; a made-up key is refused.

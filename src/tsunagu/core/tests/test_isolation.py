@@ -17,6 +17,7 @@ from tsunagu.core.services import apikey_create, apikey_revoke
 from tsunagu.customers.models import Customer, Merge
 from tsunagu.events.models import Event, Source
 from tsunagu.events.services import source_create
+from tsunagu.testing.pipeline import apply_all
 
 pytestmark = pytest.mark.django_db
 
@@ -60,6 +61,7 @@ def populate(workspace: Any, tag: str) -> Tenant:
     def post(path: str, body: dict[str, Any]) -> None:
         response = client.post(path, orjson.dumps(body), content_type="application/json", headers=headers)
         assert response.status_code == 200, response.content
+        apply_all(workspace)  # one applier transaction per request, so the alias below is a recorded merge
 
     post("/v1/page", {"anonymousId": f"anon-{tag}-1", "name": f"Page-{tag}"})
     post(

@@ -43,6 +43,7 @@ def test_simultaneous_first_events_make_one_profile(live_workspace):
         for t in threads:
             t.join(timeout=60)
     assert failures == []
+    server.wait_applied(token)
 
     api = requests.Session()
     api.headers["Authorization"] = f"Bearer {token}"
@@ -73,7 +74,7 @@ def test_simultaneous_first_events_make_one_profile(live_workspace):
 def test_an_event_racing_its_own_retry_is_counted_once(live_workspace):
     """An SDK that times out and retries can deliver the same messageId twice at once: stored once, and the
     profile counts it once."""
-    server, write_key, _token, _slug = live_workspace
+    server, write_key, token, _slug = live_workspace
     statuses: list[int] = []
     for round_ in range(ROUNDS):
         barrier = threading.Barrier(RACERS)
@@ -96,6 +97,7 @@ def test_an_event_racing_its_own_retry_is_counted_once(live_workspace):
         for t in threads:
             t.join(timeout=60)
     assert statuses == [200] * (ROUNDS * RACERS)
+    server.wait_applied(token)
     stored = dict(server.query("SELECT message_id, COUNT(*) FROM events_event GROUP BY message_id"))
     assert all(n == 1 for n in stored.values())
     counts = dict(

@@ -8,6 +8,7 @@ import pytest
 from django.test import Client
 
 from tsunagu.events.models import Event
+from tsunagu.testing.pipeline import apply_all
 
 pytestmark = pytest.mark.django_db
 
@@ -32,6 +33,7 @@ def test_analytics_js_short_paths(source, path, body, type_):
     )
     assert response.status_code == 200, response.content
     assert response["Access-Control-Allow-Origin"] == "*"
+    apply_all(source.workspace)
     assert Event.objects.get().type == type_
 
 
@@ -42,6 +44,7 @@ def test_batching_mode_posts_a_bare_array_to_b(source):
     ]
     response = Client().post("/b", orjson.dumps(events), content_type="text/plain")
     assert response.status_code == 200, response.content
+    apply_all(source.workspace)
     assert sorted(Event.objects.values_list("type", flat=True)) == ["page", "track"]
 
 

@@ -1,0 +1,59 @@
+"""Where and when an event happened: its channel (touchpoint) and its corrected timestamp."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from tsunagu.events.models import Channel, Source
+from tsunagu.events.validation import ParsedEvent
+
+# Segment's context.channel values and SDK library names, mapped to tsunagu channels.
+_CONTEXT_CHANNELS = {"browser": Channel.WEB, "mobile": Channel.APP, "client": Channel.WEB}
+_LIBRARY_CHANNELS = (
+    ("analytics.js", Channel.WEB),
+    ("analytics-next", Channel.WEB),
+    ("rudder-js", Channel.WEB),
+    ("analytics-ios", Channel.APP),
+    ("analytics-android", Channel.APP),
+    ("analytics-react-native", Channel.APP),
+    ("analytics-flutter", Channel.APP),
+    ("analytics-swift", Channel.APP),
+    ("analytics-kotlin", Channel.APP),
+)
+CHANNELS = frozenset(Channel.values)
+
+
+
+def event_channel(*, source: Source, context: dict[str, Any]) -> str:
+    """The touchpoint of an event: ``context.channel`` when it names one, else what the SDK library
+    implies, else the source's channel."""
+    declared = context.get("channel")
+    if isinstance(declared, str):
+        folded = declared.strip().lower()
+        if folded in CHANNELS:
+            return folded
+        if folded in _CONTEXT_CHANNELS:
+            return _CONTEXT_CHANNELS[folded]
+    library = context.get("library")
+    if isinstance(library, dict) and isinstance(library.get("name"), str):
+        lib = library["name"].lower()
+        for prefix, channel in _LIBRARY_CHANNELS:
+            if lib.startswith(prefix):
+                return channel
+    return source.channel
+
+
+def event_timestamp(*, event: ParsedEvent, received_at: dt.datetime) -> dt.datetime:
+    """Segment's clock-skew correction: timestamp = receivedAt − (sentAt − originalTimestamp)."""
+    if event.original_timestamp is None:
+        return received_at
+    if event.sent_at is None:
+        return event.original_timestamp
+    try:
+        return received_at - (event.sent_at - event.original_timestamp)
+    except OverflowError:
+        # A device clock off by millennia: the correction leaves the calendar; keep what the device said.
+        return event.original_timestamp
+
+
