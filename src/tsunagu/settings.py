@@ -156,6 +156,7 @@ TSUNAGU_INGEST_LOG = os.environ.get("TSUNAGU_INGEST_LOG", "")
 # Backpressure: past this many events waiting in one workspace, /v1 answers 429 with Retry-After (seconds).
 TSUNAGU_INGEST_MAX_PENDING = int(os.environ.get("TSUNAGU_INGEST_MAX_PENDING", 2_000_000))
 TSUNAGU_INGEST_RETRY_AFTER = int(os.environ.get("TSUNAGU_INGEST_RETRY_AFTER", 5))
+TSUNAGU_INGEST_BACKLOG_TTL = float(os.environ.get("TSUNAGU_INGEST_BACKLOG_TTL", 0.5))
 # Events per applier transaction, and how long a worker's claim on a workspace lasts without renewal.
 TSUNAGU_APPLY_CHUNK = int(os.environ.get("TSUNAGU_APPLY_CHUNK", 5000))
 TSUNAGU_APPLIER_LEASE = float(os.environ.get("TSUNAGU_APPLIER_LEASE", 15))

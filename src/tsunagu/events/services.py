@@ -61,9 +61,8 @@ def source_rotate_key(*, source: Source) -> Source:
     return source
 
 
-# How long a process trusts its last look at a workspace's backlog: counting it on every request would cost
-# more than the append it guards.
-_BACKLOG_TTL = 0.5
+# How long a process trusts its last look at a workspace's backlog (TSUNAGU_INGEST_BACKLOG_TTL seconds):
+# counting it on every request would cost more than the append it guards.
 _backlog: dict[int, tuple[float, int]] = {}
 _backlog_lock = threading.Lock()
 
@@ -74,7 +73,7 @@ def _check_backlog(workspace_id: int) -> None:
         return
     now = time.monotonic()
     seen = _backlog.get(workspace_id)
-    if seen is None or now - seen[0] > _BACKLOG_TTL:
+    if seen is None or now - seen[0] >= float(settings.TSUNAGU_INGEST_BACKLOG_TTL):
         pending = ingestion_pending(workspace_id=workspace_id)[0]
         with _backlog_lock:
             _backlog[workspace_id] = (now, pending)
