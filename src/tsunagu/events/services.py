@@ -24,6 +24,7 @@ from tsunagu.customers.normalize import normalize_email, normalize_id, normalize
 from tsunagu.customers.services import ProfileBatch, Touch, merge_note_events
 from tsunagu.events import group_commit
 from tsunagu.events.models import Channel, Event, Source
+from tsunagu.events.timestamps import event_time
 from tsunagu.events.validation import ParsedEvent
 
 # Segment's context.channel values and SDK library names, mapped to tsunagu channels.
@@ -93,16 +94,8 @@ def event_channel(*, source: Source, context: dict[str, Any]) -> str:
 
 
 def event_timestamp(*, event: ParsedEvent, received_at: dt.datetime) -> dt.datetime:
-    """Segment's clock-skew correction: timestamp = receivedAt − (sentAt − originalTimestamp)."""
-    if event.original_timestamp is None:
-        return received_at
-    if event.sent_at is None:
-        return event.original_timestamp
-    try:
-        return received_at - (event.sent_at - event.original_timestamp)
-    except OverflowError:
-        # A device clock off by millennia: the correction leaves the calendar; keep what the device said.
-        return event.original_timestamp
+    """Segment's clock-skew correction within the event-time window (``tsunagu.events.timestamps``)."""
+    return event_time(original=event.original_timestamp, sent_at=event.sent_at, received_at=received_at)
 
 
 def _identity_keys(event: ParsedEvent) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
