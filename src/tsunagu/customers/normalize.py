@@ -72,7 +72,8 @@ def normalize_email(value: object) -> str | None:
     if not isinstance(value, str):
         return None
     text = nfkc(value).lower()
-    if is_placeholder(text) or "@" not in text or len(text) > 254 or " " in text:
+    # No placeholder holds an "@", so the local part is the one to check.
+    if "@" not in text or len(text) > 254 or " " in text:
         return None
     local, _, domain = text.rpartition("@")
     if not local or "." not in domain or is_placeholder(local):
