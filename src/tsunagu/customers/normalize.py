@@ -40,9 +40,13 @@ _ALL_ZEROS = re.compile(r"^[0\-\s.:]+$")
 _SPACES = re.compile(r"\s+")
 
 
-def is_blocked(value: str) -> bool:
-    """True for placeholder values (empty, "anonymous", "null", all zeros…) that must never join profiles."""
-    folded = value.strip().lower()
+def is_placeholder(value: str) -> bool:
+    """True for placeholder values (empty, "anonymous", "null", all zeros…) that must never join profiles.
+
+    The one rule for what identifies nobody: identity resolution drops these (``normalize_*``) and the
+    tracking API refuses an event that has nothing else (``tsunagu.events.validation``). NFKC first, so a
+    full-width 「ｎｕｌｌ」 is a placeholder as well."""
+    folded = nfkc(value).lower()
     return folded in BLOCKED_VALUES or bool(_ALL_ZEROS.match(folded))
 
 
@@ -59,7 +63,7 @@ def normalize_id(value: object) -> str | None:
     if not isinstance(value, str):
         return None
     text = nfkc(value)
-    if is_blocked(text) or len(text) > 255:
+    if is_placeholder(text) or len(text) > 255:
         return None
     return text
 
@@ -68,10 +72,11 @@ def normalize_email(value: object) -> str | None:
     if not isinstance(value, str):
         return None
     text = nfkc(value).lower()
-    if is_blocked(text) or "@" not in text or len(text) > 254 or " " in text:
+    # No placeholder holds an "@", so the local part is the one to check.
+    if "@" not in text or len(text) > 254 or " " in text:
         return None
     local, _, domain = text.rpartition("@")
-    if not local or "." not in domain or is_blocked(local):
+    if not local or "." not in domain or is_placeholder(local):
         return None
     return text
 
@@ -83,7 +88,7 @@ def normalize_phone(value: object, region: str = "JP") -> str | None:
     if not isinstance(value, str):
         return None
     text = nfkc(value)
-    if is_blocked(text) or len(text) > 40:
+    if is_placeholder(text) or len(text) > 40:
         return None
     try:
         parsed = phonenumbers.parse(text, region)

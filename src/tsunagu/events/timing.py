@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 from tsunagu.events.models import Channel, Source
+from tsunagu.events.timestamps import event_time
 from tsunagu.events.validation import ParsedEvent
 
 # Segment's context.channel values and SDK library names, mapped to tsunagu channels.
@@ -45,15 +46,5 @@ def event_channel(*, source: Source, context: dict[str, Any]) -> str:
 
 
 def event_timestamp(*, event: ParsedEvent, received_at: dt.datetime) -> dt.datetime:
-    """Segment's clock-skew correction: timestamp = receivedAt − (sentAt − originalTimestamp)."""
-    if event.original_timestamp is None:
-        return received_at
-    if event.sent_at is None:
-        return event.original_timestamp
-    try:
-        return received_at - (event.sent_at - event.original_timestamp)
-    except OverflowError:
-        # A device clock off by millennia: the correction leaves the calendar; keep what the device said.
-        return event.original_timestamp
-
-
+    """Segment's clock-skew correction within the event-time window (``tsunagu.events.timestamps``)."""
+    return event_time(original=event.original_timestamp, sent_at=event.sent_at, received_at=received_at)

@@ -8,7 +8,6 @@ limits and its ``{"success": true}`` answer.
 from __future__ import annotations
 
 import base64
-import binascii
 import logging
 import time
 import zlib
@@ -110,7 +109,9 @@ def _write_key(request: HttpRequest, body: dict[str, Any]) -> str:
     if header[:6].lower() == "basic ":
         try:
             decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError) as exc:
+        except ValueError as exc:
+            # binascii.Error (not base64), UnicodeDecodeError (not UTF-8 once decoded) and the plain
+            # ValueError b64decode raises for a str holding non-ASCII ("Basic 山田") are all ValueErrors.
             raise _Reject(401, "Authorization header is not valid Basic auth", "Authorization") from exc
         user, _, _password = decoded.partition(":")
         if user:

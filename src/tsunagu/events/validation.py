@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from tsunagu.customers.normalize import is_placeholder
+
 EVENT_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 MAX_DEPTH = 32
 MAX_ID_LENGTH = 255
@@ -125,6 +127,24 @@ def _text(payload: dict[str, Any], key: str, where: str, errors: list[FieldError
     return value
 
 
+def _refuse_placeholders_only(
+    user_id: str | None, anonymous_id: str | None, where: str, errors: list[FieldError]
+) -> None:
+    """An event whose userId and anonymousId are placeholders ("null", "anonymous", "0000"…) identifies
+    nobody: stored, it would start a new empty profile every time. One placeholder beside a usable id is
+    fine; identity resolution ignores it."""
+    sent = [(key, value) for key, value in (("userId", user_id), ("anonymousId", anonymous_id)) if value]
+    if any(not is_placeholder(value) for _, value in sent):
+        return
+    for key, value in sent:
+        errors.append(
+            FieldError(
+                f"{where}{key}",
+                f"{value[:40]!r} is a placeholder, not an identifier: userId or anonymousId is required",
+            )
+        )
+
+
 def parse_event(
     payload: Any, *, type_: str | None, where: str, max_bytes: int, batch_sent_at: dt.datetime | None = None
 ) -> ParsedEvent:
@@ -202,8 +222,14 @@ def parse_event(
             errors.append(FieldError(f"{where}previousId", "is required"))
         if not user_id and not any(e.field == f"{where}userId" for e in errors):
             errors.append(FieldError(f"{where}userId", "is required for alias"))
+        # An alias joins exactly these two ids: a placeholder on either side would join strangers.
+        for key, value in (("userId", user_id), ("previousId", event.previous_id)):
+            if value and is_placeholder(value):
+                errors.append(FieldError(f"{where}{key}", f"{value[:40]!r} is a placeholder, not an identifier"))
     if kind != "alias" and not user_id and not anonymous_id and not errors:
         errors.append(FieldError(f"{where}userId", "userId or anonymousId is required"))
+    if kind != "alias" and (user_id or anonymous_id):
+        _refuse_placeholders_only(user_id, anonymous_id, where, errors)
     if errors:
         raise Invalid(errors)
     return event

@@ -125,23 +125,23 @@ def test_api_create_source_bad_body(api, body, field):
 
 def test_api_create_source_malformed_json(api):
     response = Client().post("/api/v1/sources", b"{name:", content_type="application/json", headers=api.headers)
-    assert 400 <= response.status_code < 500
+    assert response.status_code == 400, response.content
     assert orjson.loads(response.content)["message"]
 
 
 @pytest.mark.parametrize(
-    "params",
+    ("params", "why"),
     [
-        {"email": "a\x00b@example.com"},
-        {"phone": "090\x001234"},
-        {"user_id": "u\x00"},
-        {"anonymous_id": "\x00"},
-        {"q": "山田\x00"},
-        {"email": "x" * 10_000},
+        ({"email": "a\x00b@example.com"}, "NUL"),
+        ({"phone": "090\x001234"}, "NUL"),
+        ({"user_id": "u\x00"}, "NUL"),
+        ({"anonymous_id": "\x00"}, "NUL"),
+        ({"q": "山田\x00"}, "NUL"),
+        ({"email": "x" * 10_000}, "1000 characters"),
     ],
 )
-def test_api_filters_with_values_a_database_refuses(api, params):
+def test_api_filters_with_values_a_database_refuses(api, params, why):
     status, body = api.get("/api/v1/customers", **params)
-    assert 200 <= status < 500, body
-    if status == 200:
-        assert body["items"] == []
+    (field,) = params
+    assert_names(status, body, 400, field)
+    assert why in body["message"], body

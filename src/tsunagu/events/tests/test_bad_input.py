@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import gzip
 import json
 from typing import Any
@@ -71,8 +72,9 @@ def test_bad_gzip(send):
 def test_truncated_gzip(send):
     whole = gzip.compress(orjson.dumps({"batch": [{"type": "track", "userId": "u", "event": "x"}]}))
     status, body = send("/v1/batch", None, raw=whole[: len(whole) // 2], headers={"Content-Encoding": "gzip"})
-    assert status == 400, body
-    assert fields_named(body) & {"Content-Encoding", "body"}
+    # A truncated stream inflates to a prefix of the JSON without a zlib error: the JSON is what fails.
+    assert_names(status, body, 400, "body")
+    assert "not valid JSON" in body["message"]
     assert Event.objects.count() == 0
 
 
@@ -94,31 +96,31 @@ def test_wrong_method(path, method):
 
 
 @pytest.mark.parametrize(
-    ("headers", "body_key", "why"),
+    ("headers", "body_key", "why", "field"),
     [
-        ({}, None, "write key missing"),
-        ({"Authorization": basic("no-such-key")}, None, "unknown write key"),
-        ({"Authorization": basic("x" * 500)}, None, "unknown write key"),
-        ({"Authorization": basic("")}, None, "write key missing"),
-        ({"Authorization": "Basic !!!not-base64!!!"}, None, "not valid Basic"),
-        ({"Authorization": "Basic " + base64.b64encode(b"\xff\xfe:").decode()}, None, "not valid Basic"),
-        ({"Authorization": basic("key\x00with-nul")}, None, "write key"),
-        ({}, "no-such-key", "unknown write key"),
-        ({}, 12345, "must be a string"),
-        ({}, {"k": "v"}, "must be a string"),
+        ({}, None, "write key missing", "writeKey"),
+        ({"Authorization": basic("no-such-key")}, None, "unknown write key", "writeKey"),
+        ({"Authorization": basic("x" * 500)}, None, "unknown write key", "writeKey"),
+        ({"Authorization": basic("")}, None, "write key missing", "writeKey"),
+        ({"Authorization": "Basic !!!not-base64!!!"}, None, "not valid Basic", "Authorization"),
+        ({"Authorization": "Basic " + base64.b64encode(b"\xff\xfe:").decode()}, None, "not valid", "Authorization"),
+        ({"Authorization": basic("key\x00with-nul")}, None, "unknown write key", "writeKey"),
+        ({}, "no-such-key", "unknown write key", "writeKey"),
+        ({}, 12345, "must be a string", "writeKey"),
+        ({}, {"k": "v"}, "must be a string", "writeKey"),
     ],
 )
 @pytest.mark.parametrize("path", ["/v1/track", "/v1/batch"])
-def test_bad_write_keys_are_401(source, path, headers, body_key, why):
+def test_bad_write_keys_are_401(source, path, headers, body_key, why, field):
     event = {"userId": "u1", "event": "X", "type": "track"}
     payload: dict[str, Any] = {"batch": [event]} if path.endswith("batch") else dict(event)
     if body_key is not None:
         payload["writeKey"] = body_key
     response = Client().post(path, orjson.dumps(payload), content_type="application/json", headers=headers)
     body = orjson.loads(response.content)
-    assert response.status_code == 401, body
+    assert_names(response.status_code, body, 401, field)
+    assert body["code"] == "unauthenticated"
     assert why in body["message"], body
-    assert fields_named(body) & {"writeKey", "Authorization"}
     assert Event.objects.count() == 0
 
 
@@ -300,9 +302,8 @@ def test_deep_nesting_in_an_event(send, levels):
     status, body = send(
         "/v1/track", None, raw=b'{"userId": "u1", "event": "Deep", "properties": ' + nested_json(levels) + b"}"
     )
-    assert status == 400, body
-    assert fields_named(body) & {"body", "properties"}, body
-    assert "nested" in body["message"] or "depth" in body["message"]
+    assert_names(status, body, 400, "body")
+    assert "nested deeper than 32 levels" in body["message"]
     assert Event.objects.count() == 0
 
 
@@ -339,32 +340,18 @@ def test_nesting_within_the_limit_is_stored(send):
         ({"anonymousId": "a\x00", "event": "X"}, "anonymousId"),
         ({"userId": "u1", "event": "X\x00"}, "event"),
         ({"userId": "u1", "event": "X", "messageId": "m\x00"}, "messageId"),
-        ({"userId": "u1", "event": "X", "properties": {"note": "a\x00b"}}, "properties"),
-        ({"userId": "u1", "event": "X", "properties": {"k\x00": 1}}, "properties"),
-        ({"userId": "u1", "event": "X", "context": {"traits": {"email": "a\x00@example.com"}}}, "context"),
+        ({"userId": "u1", "event": "X", "properties": {"note": "a\x00b"}}, "properties.note"),
+        # A NUL in a key is named escaped, so the answer itself holds no NUL.
+        ({"userId": "u1", "event": "X", "properties": {"k\x00": 1}}, "properties.k\\u0000"),
+        ({"userId": "u1", "event": "X", "context": {"traits": {"email": "a\x00@example.com"}}}, "context.traits.email"),
     ],
 )
-def test_nul_characters_are_stored_or_refused_by_name(send, event, field):
-    # PostgreSQL cannot keep U+0000 in text or jsonb. Whatever the database, the answer is the event stored
-    # as sent, or a 400 naming the field — never a 500.
+def test_nul_characters_are_refused_by_name(send, event, field):
+    # PostgreSQL cannot keep U+0000 in text or jsonb, so it is refused on every database alike.
     status, body = send("/v1/track", event)
-    assert status in (200, 400), body
-    if status == 400:
-        assert any(f == field or f.startswith(field + ".") for f in fields_named(body)), body
-        assert Event.objects.count() == 0
-    else:
-        stored = Event.objects.get()
-        sent = {
-            "userId": stored.user_id,
-            "anonymousId": stored.anonymous_id,
-            "event": stored.event,
-            "messageId": stored.message_id,
-            "properties": stored.properties,
-            "context": stored.context,
-        }
-        assert sent[field] == event[field] or (
-            field == "context" and stored.context["traits"] == event["context"]["traits"]
-        )
+    assert_names(status, body, 400, field)
+    assert body["message"] == f"{field}: must not contain the NUL character (U+0000)"
+    assert Event.objects.count() == 0
 
 
 def test_a_nul_in_one_batch_event_rejects_only_that_event(send):
@@ -374,12 +361,17 @@ def test_a_nul_in_one_batch_event_rejects_only_that_event(send):
     ]
     status, body = send("/v1/batch", {"batch": batch})
     assert status == 200, body
-    if body.get("rejected"):
-        assert [r["index"] for r in body["rejected"]] == [1]
-        assert body["rejected"][0]["errors"][0]["field"].startswith("batch[1].properties")
-        assert list(Event.objects.values_list("message_id", flat=True)) == ["fine"]
-    else:
-        assert Event.objects.get(message_id="nul").properties == {"list": ["ok", "a\x00"]}
+    assert body["accepted"] == 1
+    assert body["rejected"] == [
+        {
+            "index": 1,
+            "messageId": "nul",
+            "errors": [
+                {"field": "batch[1].properties.list[1]", "message": "must not contain the NUL character (U+0000)"}
+            ],
+        }
+    ]
+    assert list(Event.objects.values_list("message_id", flat=True)) == ["fine"]
 
 
 def test_an_escaped_backslash_before_u0000_is_not_a_nul(send):
@@ -392,21 +384,33 @@ def test_an_escaped_backslash_before_u0000_is_not_a_nul(send):
 @pytest.mark.parametrize(
     ("timestamp", "sent_at"),
     [
-        ("0001-01-01T00:00:00+00:00", None),
         ("0001-01-01T00:00:00+14:00", None),
         ("9999-12-31T23:59:59-12:00", None),
+    ],
+)
+def test_timestamps_without_a_utc_time_are_a_400(send, timestamp, sent_at):
+    # These have no UTC datetime at all, so there is nothing to keep as originalTimestamp.
+    status, body = send("/v1/track", {"userId": "u1", "event": "X", "timestamp": timestamp})
+    assert_names(status, body, 400, "timestamp")
+    assert "out of range once converted to UTC" in body["message"]
+    assert Event.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "sent_at"),
+    [
+        ("0001-01-01T00:00:00+00:00", None),
         ("0001-01-01T00:00:00Z", "9999-12-31T00:00:00Z"),
         ("9999-12-31T00:00:00Z", "0001-01-01T00:00:00Z"),
     ],
 )
-def test_extreme_timestamps_are_a_400_not_a_crash(send, timestamp, sent_at):
-    event = {"userId": "u1", "event": "X", "timestamp": timestamp}
-    if sent_at:
-        event["sentAt"] = sent_at
-    status, body = send("/v1/track", event)
-    assert status in (200, 400), body
-    if status == 400:
-        assert fields_named(body) & {"timestamp", "sentAt"}, body
+def test_extreme_timestamps_are_kept_at_the_receive_time(send, timestamp, sent_at):
+    # Outside the event-time window (docs/ingestion.md): stored, at the time received, the device's kept.
+    status, body = send("/v1/track", {"userId": "u1", "event": "X", "timestamp": timestamp, "sentAt": sent_at})
+    assert (status, body) == (200, {"success": True})
+    stored = Event.objects.get()
+    assert stored.timestamp == stored.received_at
+    assert stored.original_timestamp == dt.datetime.fromisoformat(timestamp)
 
 
 # -- no input produces a 5xx (property test) ------------------------------------------------------
@@ -463,8 +467,8 @@ bodies = (
 def test_random_bodies_never_produce_a_5xx(send, body, path, as_gzip):
     # The standard library's encoder, because it writes integers beyond 64 bits (orjson refuses them).
     status, answer = send(path, None, raw=json.dumps(body).encode(), gzip_body=as_gzip)
-    assert status < 500, (status, answer)
-    assert status in (200, 400, 401, 413), (status, answer)
+    # The key is always sent and valid, and no generated body reaches a size limit: stored or refused.
+    assert status in (200, 400), (status, answer)
     if status != 200:
         assert answer["message"]
         assert fields_named(answer), answer
@@ -477,5 +481,7 @@ def test_random_bodies_never_produce_a_5xx(send, body, path, as_gzip):
 )
 def test_random_bytes_never_produce_a_5xx(send, raw, path):
     status, answer = send(path, None, raw=raw)
-    assert 400 <= status < 500, (status, answer)
+    # Random bytes are never a valid event (the key in the header is): the body is what is refused.
+    assert status == 400, (status, answer)
     assert answer["message"]
+    assert fields_named(answer), answer

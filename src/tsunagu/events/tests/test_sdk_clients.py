@@ -35,9 +35,9 @@ class Rest:
         assert response.status_code == 200, (path, params, response.status_code, response.text)
         return response.json()
 
-    def post(self, path: str, body: dict[str, Any]) -> Any:
+    def create(self, path: str, body: dict[str, Any]) -> Any:
         response = self.session.post(f"{self.base}/api/v1{path}", json=body, timeout=10)
-        assert response.status_code in (200, 201), response.text
+        assert response.status_code == 201, response.text
         return response.json()
 
     def timeline(self, customer_id: int) -> list[dict[str, Any]]:
@@ -80,7 +80,7 @@ def sdk_requests(server: Any) -> list[str]:
 def test_two_devices_two_sdks_one_customer(logged_workspace, rudder, monkeypatch):
     server, write_key, token, _slug = logged_workspace
     rest = Rest(server.url, token)
-    app_source = rest.post("/sources", {"name": "Mobile app (RudderStack)", "channel": "app"})
+    app_source = rest.create("/sources", {"name": "Mobile app (RudderStack)", "channel": "app"})
 
     errors: list[Any] = []
 
@@ -254,7 +254,7 @@ def test_two_devices_two_sdks_one_customer(logged_workspace, rudder, monkeypatch
 def test_sdks_see_refusals_as_api_errors(live_workspace, rudder, monkeypatch):
     """A wrong write key is a 401 the SDKs recognise (APIError with the status), so they report it instead of
     retrying it like a network failure."""
-    server, write_key, _token, _slug = live_workspace
+    server, write_key, token, _slug = live_workspace
 
     segment_sync = SegmentClient("not-a-write-key", host=server.url, sync_mode=True, max_retries=0)
     with pytest.raises(SegmentAPIError) as refused:
@@ -274,5 +274,8 @@ def test_sdks_see_refusals_as_api_errors(live_workspace, rudder, monkeypatch):
     assert errors[0].status == 401
     assert "write key" in errors[0].message
 
-    # And the right key through the same clients works.
+    # And the right key through the same clients works: only that event is stored, the refused ones are not.
     SegmentClient(write_key, host=server.url, sync_mode=True, max_retries=0).track(user_id="u1", event="OK")
+    rest = Rest(server.url, token)
+    (customer,) = rest.get("/customers", user_id="u1")["items"]
+    assert [e["event"] for e in rest.timeline(customer["id"])] == ["OK"]
