@@ -140,6 +140,7 @@ def test_two_devices_two_sdks_one_customer(logged_workspace, rudder, monkeypatch
     segment_async.flush()
     rudder.flush()
     assert errors == []
+    server.wait_applied(token)
     assert len(rest.get("/customers")["items"]) == 2, "two anonymous devices are two profiles until identified"
 
     # 2. The customer logs in on device A; device B is aliased to the same user.
@@ -176,6 +177,7 @@ def test_two_devices_two_sdks_one_customer(logged_workspace, rudder, monkeypatch
     rudder.shutdown()
     segment_async.shutdown()
     assert errors == [], errors
+    server.wait_applied(token)
 
     # Exactly one live customer in the workspace.
     everyone = rest.get("/customers")["items"]
@@ -276,6 +278,7 @@ def test_sdks_see_refusals_as_api_errors(live_workspace, rudder, monkeypatch):
 
     # And the right key through the same clients works: only that event is stored, the refused ones are not.
     SegmentClient(write_key, host=server.url, sync_mode=True, max_retries=0).track(user_id="u1", event="OK")
+    server.wait_applied(token)
     rest = Rest(server.url, token)
     (customer,) = rest.get("/customers", user_id="u1")["items"]
     assert [e["event"] for e in rest.timeline(customer["id"])] == ["OK"]
