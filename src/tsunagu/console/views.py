@@ -226,7 +226,10 @@ def sources(request: HttpRequest, workspace: Any) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         try:
             source = source_create(
-                workspace=workspace, name=form.cleaned_data["name"], channel=form.cleaned_data["channel"]
+                workspace=workspace,
+                name=form.cleaned_data["name"],
+                channel=form.cleaned_data["channel"],
+                actor=request.user,
             )
         except TsunaguError as exc:
             form.add_error(None, exc.message)
@@ -274,6 +277,6 @@ def source_rotate(request: HttpRequest, workspace: Any, source_id: int) -> HttpR
         raise Http404("source not found")
     if not _can_manage_sources(request, workspace):
         raise PermissionDenied
-    source_rotate_key(source=found)
+    source_rotate_key(source=found, actor=request.user)
     messages.success(request, _("A new write key was issued. The old key no longer works."))
     return redirect("console:source", slug=workspace.slug, source_id=found.pk)
