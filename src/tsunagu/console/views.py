@@ -29,7 +29,12 @@ from tsunagu.console.labels import channel_label
 from tsunagu.core import clock
 from tsunagu.core.errors import TsunaguError
 from tsunagu.core.pagination import page_by_id_desc
-from tsunagu.core.selectors import user_can_manage_credentials, workspace_for_user, workspaces_for_user
+from tsunagu.core.selectors import (
+    user_can_manage_credentials,
+    user_can_manage_members,
+    workspace_for_user,
+    workspaces_for_user,
+)
 from tsunagu.customers.selectors import (
     customer_count,
     customer_get,
@@ -83,6 +88,7 @@ def _page(request: HttpRequest, workspace: Any, template: str, section: str, **c
         workspace=workspace,
         workspaces=list(workspaces_for_user(user=request.user)[:50]),
         section=section,
+        can_manage_team=user_can_manage_members(workspace=workspace, user=request.user),
     )
     return render(request, f"console/{template}", context)
 
