@@ -196,6 +196,7 @@ def call(
     *,
     query: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
+    body: dict[str, Any] | None = None,
 ) -> tuple[int, Any, Any]:
     all_headers = dict(headers or {})
     if token is not None:
@@ -204,7 +205,7 @@ def call(
     if method == "get":
         response = client.get(path, query or {}, headers=all_headers)
     else:
-        body = body_for(method, path)
+        body = body if body is not None else body_for(method, path)
         response = getattr(client, method)(
             path, orjson.dumps(body), content_type="application/json", headers=all_headers
         )
