@@ -97,6 +97,7 @@ def _when(value: Any) -> str:
 
 def cmd_createuser(args: argparse.Namespace) -> int:
     from django.db import transaction
+    from django.utils import translation
 
     from tsunagu.core.errors import ValidationError
     from tsunagu.core.services import membership_add, user_create
@@ -108,7 +109,8 @@ def cmd_createuser(args: argparse.Namespace) -> int:
         raise ValidationError("give --password or set TSUNAGU_PASSWORD", field="password")
     workspace = _workspace(args.workspace) if args.workspace else None
     # One transaction: a membership that fails (bad role) must not leave a user behind that blocks a retry.
-    with transaction.atomic():
+    # Django's validators speak the active language; the CLI speaks English like all its other messages.
+    with transaction.atomic(), translation.override("en"):
         user = user_create(
             username=args.username, password=password, email=args.email or "", is_superuser=args.superuser
         )

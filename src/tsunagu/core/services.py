@@ -76,19 +76,19 @@ def user_create(*, username: str, password: str, email: str = "", is_superuser: 
         # The user model's own user-name validators (Django's UnicodeUsernameValidator, the length limit).
         User._meta.get_field(User.USERNAME_FIELD).run_validators(username)  # type: ignore[union-attr]
     except DjangoValidationError as exc:
-        raise ValidationError(f"username: {_first_message(exc)}", field="username") from exc
+        raise ValidationError(_first_message(exc), field="username") from exc
     email = (email or "").strip()
     if email:
         try:
             django_validators.validate_email(email)
         except DjangoValidationError as exc:
-            raise ValidationError(f"email: {_first_message(exc)}", field="email") from exc
+            raise ValidationError(_first_message(exc), field="email") from exc
     if not password:
         raise ValidationError("password must not be empty", field="password")
     try:
         password_validation.validate_password(password, User(username=username, email=email))
     except DjangoValidationError as exc:
-        raise ValidationError(f"password: {_first_message(exc)}", field="password") from exc
+        raise ValidationError(_first_message(exc), field="password") from exc
     if User.objects.filter(username=username).exists():
         raise Conflict(f"user {username!r} already exists", field="username")
     if is_superuser:
