@@ -42,7 +42,9 @@ def test_members_add_list_change_remove(owner_api, people, workspace):
     response = owner_api.client.delete(f"{API}/members/taro", headers=owner_api.headers)
     assert response.status_code == 204
     assert list(Membership.objects.filter(workspace=workspace).values_list("user__username", flat=True)) == ["hanako"]
-    entries = AuditEntry.objects.filter(action__startswith="member.", actor_kind="api_key").values_list("action", flat=True)
+    entries = AuditEntry.objects.filter(action__startswith="member.", actor_kind="api_key").values_list(
+        "action", flat=True
+    )
     assert sorted(entries) == ["member.added", "member.removed", "member.role_changed"]
 
 

@@ -39,7 +39,8 @@ def cli_json(capsys: Any, *args: str) -> Any:
 
 def test_member_add_list_role_remove(shop, capsys):
     assert cli_json(capsys, "member", "add", "--workspace", shop, "hanako", "--role", "owner") == {
-        "username": "hanako", "role": "owner",
+        "username": "hanako",
+        "role": "owner",
     }
     code, out, _ = cli(capsys, "member", "add", "--workspace", shop, "taro", "--role", "viewer")
     assert code == 0 and out == "taro is now viewer of cli-shop\n"
@@ -53,7 +54,9 @@ def test_member_add_list_role_remove(shop, capsys):
     assert list(Membership.objects.values_list("user__username", flat=True)) == ["hanako"]
     actions = list(AuditEntry.objects.filter(action__startswith="member.").values_list("action", "actor_kind"))
     assert actions == [
-        ("member.added", "system"), ("member.added", "system"), ("member.role_changed", "system"),
+        ("member.added", "system"),
+        ("member.added", "system"),
+        ("member.role_changed", "system"),
         ("member.removed", "system"),
     ]
     assert AuditEntry.objects.filter(action="member.added").first().actor.startswith("tsunagu CLI (")
@@ -73,7 +76,9 @@ MEMBER_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize(("args", "code", "message"), MEMBER_ERRORS, ids=[" ".join(a[:2] + a[4:]) for a, _, _ in MEMBER_ERRORS])
+@pytest.mark.parametrize(
+    ("args", "code", "message"), MEMBER_ERRORS, ids=[" ".join(a[:2] + a[4:]) for a, _, _ in MEMBER_ERRORS]
+)
 def test_bad_input_is_one_line(shop, capsys, args, code, message):
     assert main(["member", "add", "--workspace", shop, "hanako", "--role", "owner"]) == 0
     capsys.readouterr()
@@ -98,13 +103,19 @@ def test_apikey_roles_list_and_revoke(shop, capsys):
     viewer = cli_json(capsys, "apikey", "create", "--workspace", shop, "--name", "dashboards", "--role", "viewer")
     assert viewer["role"] == "viewer" and viewer["token"].startswith("tsk_")
     listed = cli_json(capsys, "apikey", "list", "--workspace", shop)["items"]
-    assert [(k["name"], k["role"], k["revoked_at"]) for k in listed] == [("dashboards", "viewer", None), ("cli", "admin", None)]
+    assert [(k["name"], k["role"], k["revoked_at"]) for k in listed] == [
+        ("dashboards", "viewer", None),
+        ("cli", "admin", None),
+    ]
     assert all("token" not in k for k in listed)
     assert token not in json.dumps(listed)
     # A viewer key reads, and cannot write.
     headers = {"Authorization": f"Bearer {viewer['token']}"}
     assert Client().get("/api/v1/sources", headers=headers).status_code == 200
-    assert Client().post("/api/v1/sources", {"name": "X"}, content_type="application/json", headers=headers).status_code == 403
+    assert (
+        Client().post("/api/v1/sources", {"name": "X"}, content_type="application/json", headers=headers).status_code
+        == 403
+    )
     revoked = cli_json(capsys, "apikey", "revoke", "--workspace", shop, str(viewer["id"]))
     assert revoked["revoked_at"] is not None
     assert Client().get("/api/v1/sources", headers=headers).status_code == 401

@@ -48,7 +48,7 @@ def test_valid_input_creates_the_user(capsys):
 def test_the_service_itself_validates_once_for_every_caller(db):
     from django.utils import translation
 
-    with translation.override("en"),  pytest.raises(ValidationError) as refused:
+    with translation.override("en"), pytest.raises(ValidationError) as refused:
         user_create(username="taro", password="qwerty123")
     assert refused.value.field == "password"
     assert refused.value.message == "This password is too common."
