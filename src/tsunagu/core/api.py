@@ -95,7 +95,7 @@ def create_api_key(request: HttpRequest, payload: ApiKeyIn) -> Status[Any]:
         role=payload.role,
         actor=request.api_key,  # type: ignore[attr-defined]
     )
-    return Status(201, {**ApiKeyOut.from_orm(key).dict(), "token": token})
+    return Status(201, {**ApiKeyOut.model_validate(key).model_dump(), "token": token})
 
 
 @router.post("/api-keys/{key_id}/revoke", response=ApiKeyOut, summary="Revoke an API key")
