@@ -43,13 +43,15 @@ def _run(events: int, profile: bool) -> None:
 
     from bench import payloads
     from tsunagu.core import clock
+    from tsunagu.core.permissions import System
     from tsunagu.core.services import workspace_create
     from tsunagu.events import services
     from tsunagu.events.validation import parse_event
 
     call_command("migrate", verbosity=0)
-    workspace = workspace_create(name="Bench", slug="bench")
-    source = services.source_create(workspace=workspace, name="bench")
+    bench = System("tsunagu bench")
+    workspace = workspace_create(name="Bench", slug="bench", actor=bench)
+    source = services.source_create(workspace=workspace, name="bench", actor=bench)
     bodies = [payloads.batch_body(items) for items in payloads.batches(5, events)]
     half = len(bodies) // 2
     totals = [0.0, 0.0, 0.0]

@@ -9,6 +9,7 @@ from ninja.errors import HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 
 from tsunagu import __version__
+from tsunagu.core.api import router as core_router
 from tsunagu.core.auth import ApiKeyAuth
 from tsunagu.core.errors import TsunaguError
 from tsunagu.customers.api import router as customers_router
@@ -27,6 +28,7 @@ api = NinjaAPI(
 )
 api.add_router("/", customers_router)
 api.add_router("/", events_router)
+api.add_router("/", core_router)
 
 
 @api.exception_handler(TsunaguError)

@@ -62,23 +62,60 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cli_actor() -> Any:
+    """Whoever runs ``tsunagu`` can read the database file: the CLI acts as an owner, named in the audit log
+    by the operating-system user."""
+    import getpass
+
+    from tsunagu.core.permissions import System
+
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):
+        who = "unknown"
+    return System(f"tsunagu CLI ({who})")
+
+
+def _user(username: str) -> Any:
+    from tsunagu.core.errors import NotFound
+    from tsunagu.core.selectors import user_get
+
+    user = user_get(username=username)
+    if user is None:
+        raise NotFound(f"user {username!r} not found", field="username")
+    return user
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def _when(value: Any) -> str:
+    return value.isoformat(timespec="seconds") if value else "-"
+
+
 def cmd_createuser(args: argparse.Namespace) -> int:
     from django.db import transaction
+    from django.utils import translation
 
     from tsunagu.core.errors import ValidationError
     from tsunagu.core.services import membership_add, user_create
 
+    if args.role is not None and not args.workspace:
+        raise ValidationError("--role needs --workspace (the workspace the role is in)", field="role")
     password = args.password or os.environ.get("TSUNAGU_PASSWORD")
     if not password:
         raise ValidationError("give --password or set TSUNAGU_PASSWORD", field="password")
     workspace = _workspace(args.workspace) if args.workspace else None
     # One transaction: a membership that fails (bad role) must not leave a user behind that blocks a retry.
-    with transaction.atomic():
+    # Django's validators speak the active language; the CLI speaks English like all its other messages.
+    with transaction.atomic(), translation.override("en"):
         user = user_create(
             username=args.username, password=password, email=args.email or "", is_superuser=args.superuser
         )
         if workspace is not None:
-            membership_add(workspace=workspace, user=user, role=args.role)
+            membership_add(workspace=workspace, user=user, role=args.role or "owner", actor=_cli_actor())
     _emit(args, {"username": user.username}, f"created user {user.username}")
     return 0
 
@@ -86,28 +123,109 @@ def cmd_createuser(args: argparse.Namespace) -> int:
 def cmd_workspace_create(args: argparse.Namespace) -> int:
     from tsunagu.core.services import workspace_create
 
-    ws = workspace_create(name=args.name, slug=args.slug)
+    ws = workspace_create(name=args.name, slug=args.slug, actor=_cli_actor())
     _emit(args, {"slug": ws.slug, "name": ws.name}, ws.slug)
     return 0
+
+
+def _source_dict(source: Any) -> dict[str, Any]:
+    return {"id": source.pk, "name": source.name, "channel": source.channel, "write_key": source.write_key}
 
 
 def cmd_source_create(args: argparse.Namespace) -> int:
     from tsunagu.events.services import source_create
 
-    source = source_create(workspace=_workspace(args.workspace), name=args.name, channel=args.channel)
-    _emit(
-        args,
-        {"id": source.pk, "name": source.name, "channel": source.channel, "write_key": source.write_key},
-        source.write_key,
+    source = source_create(
+        workspace=_workspace(args.workspace), name=args.name, channel=args.channel, actor=_cli_actor()
     )
+    _emit(args, _source_dict(source), source.write_key)
     return 0
+
+
+def cmd_source_list(args: argparse.Namespace) -> int:
+    from tsunagu.events.selectors import source_list
+
+    sources = list(source_list(workspace=_workspace(args.workspace)).order_by("id"))
+    rows = [["ID", "NAME", "CHANNEL", "WRITE KEY"]]
+    rows += [[str(s.pk), s.name, s.channel, s.write_key] for s in sources]
+    _emit(args, {"items": [_source_dict(s) for s in sources]}, _table(rows))
+    return 0
+
+
+def _key_dict(key: Any) -> dict[str, Any]:
+    return {
+        "id": key.pk,
+        "name": key.name,
+        "prefix": key.prefix,
+        "role": key.role,
+        "created_at": _when(key.created_at),
+        "last_used_at": key.last_used_at and _when(key.last_used_at),
+        "revoked_at": key.revoked_at and _when(key.revoked_at),
+    }
 
 
 def cmd_apikey_create(args: argparse.Namespace) -> int:
     from tsunagu.core.services import apikey_create
 
-    key, token = apikey_create(workspace=_workspace(args.workspace), name=args.name)
-    _emit(args, {"id": key.pk, "token": token}, token)
+    key, token = apikey_create(
+        workspace=_workspace(args.workspace), name=args.name, role=args.role, actor=_cli_actor()
+    )
+    _emit(args, {"id": key.pk, "token": token, "role": key.role}, token)
+    return 0
+
+
+def cmd_apikey_list(args: argparse.Namespace) -> int:
+    from tsunagu.core.selectors import apikey_list
+
+    keys = list(apikey_list(workspace=_workspace(args.workspace)))
+    rows = [["ID", "NAME", "ROLE", "PREFIX", "CREATED", "REVOKED"]]
+    rows += [[str(k.pk), k.name, k.role, k.prefix, _when(k.created_at), _when(k.revoked_at)] for k in keys]
+    _emit(args, {"items": [_key_dict(k) for k in keys]}, _table(rows))
+    return 0
+
+
+def cmd_apikey_revoke(args: argparse.Namespace) -> int:
+    from tsunagu.core.services import apikey_revoke
+
+    key = apikey_revoke(workspace=_workspace(args.workspace), key_id=args.id, actor=_cli_actor())
+    _emit(args, _key_dict(key), f"revoked API key {key.pk} ({key.name})")
+    return 0
+
+
+def cmd_member_add(args: argparse.Namespace) -> int:
+    from tsunagu.core.services import membership_add
+
+    workspace = _workspace(args.workspace)
+    m = membership_add(workspace=workspace, user=_user(args.username), role=args.role, actor=_cli_actor())
+    _emit(args, {"username": args.username, "role": m.role}, f"{args.username} is now {m.role} of {workspace.slug}")
+    return 0
+
+
+def cmd_member_list(args: argparse.Namespace) -> int:
+    from tsunagu.core.selectors import membership_list
+
+    members = list(membership_list(workspace=_workspace(args.workspace)))
+    rows = [["USERNAME", "ROLE", "SINCE"]] + [[m.user.username, m.role, _when(m.created_at)] for m in members]
+    items = [{"username": m.user.username, "role": m.role, "created_at": _when(m.created_at)} for m in members]
+    _emit(args, {"items": items}, _table(rows))
+    return 0
+
+
+def cmd_member_role(args: argparse.Namespace) -> int:
+    from tsunagu.core.services import membership_change_role
+
+    workspace = _workspace(args.workspace)
+    m = membership_change_role(workspace=workspace, user=_user(args.username), role=args.role, actor=_cli_actor())
+    _emit(args, {"username": args.username, "role": m.role}, f"{args.username} is now {m.role} of {workspace.slug}")
+    return 0
+
+
+def cmd_member_remove(args: argparse.Namespace) -> int:
+    from tsunagu.core.services import membership_remove
+
+    workspace = _workspace(args.workspace)
+    membership_remove(workspace=workspace, user=_user(args.username), actor=_cli_actor())
+    _emit(args, {"username": args.username}, f"{args.username} removed from {workspace.slug}")
     return 0
 
 
@@ -205,13 +323,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_demo)
 
+    roles = "owner, admin, operator, agent or viewer"  # checked by the services, like every other value
     p = sub.add_parser("createuser", help="create a console user")
     p.add_argument("username")
     p.add_argument("--password")
     p.add_argument("--email")
     p.add_argument("--superuser", action="store_true")
     p.add_argument("--workspace", help="slug of a workspace to join")
-    p.add_argument("--role", default="owner")
+    p.add_argument("--role", help=f"role in --workspace: {roles} (default: owner)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_createuser)
 
@@ -233,6 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel", default="web")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_source_create)
+    p = src.add_parser("list")
+    p.add_argument("--workspace", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_source_list)
 
     key = sub.add_parser("apikey", help="REST API keys").add_subparsers(
         dest="action", required=True, parser_class=_Parser
@@ -240,8 +363,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = key.add_parser("create")
     p.add_argument("--workspace", required=True)
     p.add_argument("--name", default="cli")
+    p.add_argument("--role", default="admin", help=f"{roles} (default: admin)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_apikey_create)
+    p = key.add_parser("list")
+    p.add_argument("--workspace", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_apikey_list)
+    p = key.add_parser("revoke")
+    p.add_argument("--workspace", required=True)
+    p.add_argument("id", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_apikey_revoke)
+
+    member = sub.add_parser("member", help="members of a workspace").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    for name, func, help_ in (
+        ("add", cmd_member_add, "give an existing user a role in the workspace"),
+        ("role", cmd_member_role, "change a member's role"),
+        ("remove", cmd_member_remove, "remove a member"),
+        ("list", cmd_member_list, "list the members"),
+    ):
+        p = member.add_parser(name, help=help_)
+        p.add_argument("--workspace", required=True)
+        if name != "list":
+            p.add_argument("username")
+        if name in ("add", "role"):
+            p.add_argument("--role", required=True, help=roles)
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=func)
     return parser
 
 

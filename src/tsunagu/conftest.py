@@ -11,6 +11,7 @@ import orjson
 import pytest
 from django.test import Client
 
+from tsunagu.core.permissions import SYSTEM
 from tsunagu.core.services import apikey_create, workspace_create
 from tsunagu.events.services import source_create
 
@@ -29,22 +30,22 @@ def _ingest_log(tmp_path: Any, settings: Any) -> Any:
 
 @pytest.fixture
 def workspace(db: Any) -> Any:
-    return workspace_create(name="Shop A", slug="shop-a")
+    return workspace_create(name="Shop A", slug="shop-a", actor=SYSTEM)
 
 
 @pytest.fixture
 def other_workspace(db: Any) -> Any:
-    return workspace_create(name="Shop B", slug="shop-b")
+    return workspace_create(name="Shop B", slug="shop-b", actor=SYSTEM)
 
 
 @pytest.fixture
 def source(workspace: Any) -> Any:
-    return source_create(workspace=workspace, name="Website", channel="web")
+    return source_create(workspace=workspace, name="Website", channel="web", actor=SYSTEM)
 
 
 @pytest.fixture
 def token(workspace: Any) -> str:
-    return apikey_create(workspace=workspace, name="test")[1]
+    return apikey_create(workspace=workspace, name="test", actor=SYSTEM)[1]
 
 
 class ApiClient:

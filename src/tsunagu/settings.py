@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "axes",
     "django_htmx",
     "tsunagu.core",
     "tsunagu.customers",
@@ -73,6 +74,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 # The tracking API (/v1/…) is served with this stack only (tsunagu.server): it is authenticated by write key,
@@ -110,7 +113,28 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# -- Login throttling (django-axes) ------------------------------------------------------------------------
+# Every password check (console and /admin/ log-in) goes through axes' backend first. Failures are counted in
+# the database, so every web process of every machine sees the same count. A user name is locked after
+# TSUNAGU_LOGIN_FAILURE_LIMIT failures whatever the address (a spread-out guess at one account), and an
+# address is locked after the same number whatever the user names (one client guessing many accounts); the
+# lock lifts TSUNAGU_LOGIN_COOLOFF_MINUTES after the last failure. A success clears that user's count.
+AUTHENTICATION_BACKENDS = [
+    "tsunagu.core.auth.LoginThrottleBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("TSUNAGU_LOGIN_FAILURE_LIMIT", 5))
+AXES_COOLOFF_TIME = __import__("datetime").timedelta(minutes=int(os.environ.get("TSUNAGU_LOGIN_COOLOFF_MINUTES", 15)))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "tsunagu.console.lockout.lockout_response"
+AXES_VERBOSE = False
+# The address is REMOTE_ADDR (django-ipware is not installed): a client-sent X-Forwarded-For must never pick
+# the address that is counted, or a guesser would rotate it freely.
+
 
 LANGUAGE_CODE = "ja"
 LANGUAGES = [("ja", "日本語"), ("en", "English")]

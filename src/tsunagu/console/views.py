@@ -29,7 +29,12 @@ from tsunagu.console.labels import channel_label
 from tsunagu.core import clock
 from tsunagu.core.errors import TsunaguError
 from tsunagu.core.pagination import page_by_id_desc
-from tsunagu.core.selectors import user_can_manage_credentials, workspace_for_user, workspaces_for_user
+from tsunagu.core.selectors import (
+    user_can_manage_credentials,
+    user_can_manage_members,
+    workspace_for_user,
+    workspaces_for_user,
+)
 from tsunagu.customers.selectors import (
     customer_count,
     customer_get,
@@ -83,6 +88,7 @@ def _page(request: HttpRequest, workspace: Any, template: str, section: str, **c
         workspace=workspace,
         workspaces=list(workspaces_for_user(user=request.user)[:50]),
         section=section,
+        can_manage_team=user_can_manage_members(workspace=workspace, user=request.user),
     )
     return render(request, f"console/{template}", context)
 
@@ -226,7 +232,10 @@ def sources(request: HttpRequest, workspace: Any) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         try:
             source = source_create(
-                workspace=workspace, name=form.cleaned_data["name"], channel=form.cleaned_data["channel"]
+                workspace=workspace,
+                name=form.cleaned_data["name"],
+                channel=form.cleaned_data["channel"],
+                actor=request.user,
             )
         except TsunaguError as exc:
             form.add_error(None, exc.message)
@@ -274,6 +283,6 @@ def source_rotate(request: HttpRequest, workspace: Any, source_id: int) -> HttpR
         raise Http404("source not found")
     if not _can_manage_sources(request, workspace):
         raise PermissionDenied
-    source_rotate_key(source=found)
+    source_rotate_key(source=found, actor=request.user)
     messages.success(request, _("A new write key was issued. The old key no longer works."))
     return redirect("console:source", slug=workspace.slug, source_id=found.pk)

@@ -39,7 +39,10 @@ class AuthenticationError(TsunaguError):
 
 
 class PermissionDenied(TsunaguError):
+    """The actor's role in the workspace does not allow the change (``core.permissions``)."""
+
     http_status = 403
+    exit_code = 3
     code = "forbidden"
 
 

@@ -22,13 +22,18 @@ class Workspace(models.Model):
         return self.slug
 
 
+class Role(models.TextChoices):
+    """What a member or an API key may do in a workspace (the table is ``core.permissions``)."""
+
+    OWNER = "owner", "Owner"
+    ADMIN = "admin", "Admin"
+    OPERATOR = "operator", "Operator"
+    AGENT = "agent", "Agent"
+    VIEWER = "viewer", "Viewer"
+
+
 class Membership(models.Model):
-    class Role(models.TextChoices):
-        OWNER = "owner", "Owner"
-        ADMIN = "admin", "Admin"
-        OPERATOR = "operator", "Operator"
-        AGENT = "agent", "Agent"
-        VIEWER = "viewer", "Viewer"
+    Role = Role
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
@@ -47,6 +52,8 @@ class ApiKey(models.Model):
     name = models.CharField(max_length=100, default="default")
     prefix = models.CharField(max_length=16, db_index=True)
     token_hash = models.CharField(max_length=64, unique=True)
+    # Existing keys and scripts that pass no role keep working as admins (they could do everything before).
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.ADMIN)
     created_at = models.DateTimeField(default=clock.now)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
@@ -57,8 +64,21 @@ class ApiKey(models.Model):
 
 
 class AuditEntry(models.Model):
+    """One change of configuration or credentials, written by the service that made it, in its transaction.
+    ``actor`` is a label that outlives the user or key it names (the foreign keys are nulled on deletion)."""
+
+    class ActorKind(models.TextChoices):
+        USER = "user"
+        API_KEY = "api_key"
+        SYSTEM = "system"
+
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="audit_entries")
     actor = models.CharField(max_length=200)
+    actor_kind = models.CharField(max_length=16, choices=ActorKind.choices, default=ActorKind.SYSTEM)
+    actor_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    actor_api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     action = models.CharField(max_length=100)
     target = models.CharField(max_length=200, blank=True)
     data = models.JSONField(default=dict, blank=True)

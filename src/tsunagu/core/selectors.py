@@ -6,7 +6,8 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from tsunagu.core.models import ApiKey, Membership, Workspace
+from tsunagu.core.models import ApiKey, AuditEntry, Membership, Workspace
+from tsunagu.core.permissions import Perm, may
 
 
 def workspace_get(*, slug: str) -> Workspace | None:
@@ -46,17 +47,29 @@ def workspace_for_user(*, user: Any, slug: str) -> Workspace | None:
     return workspaces_for_user(user=user).filter(slug=slug).first()
 
 
-# Who may change a workspace's credentials (create sources, rotate write keys): a rotated key breaks a live
-# integration, so it is an owner's or admin's act.
-CREDENTIAL_ROLES = frozenset({Membership.Role.OWNER, Membership.Role.ADMIN})
-
-
 def user_can_manage_credentials(*, workspace: Workspace, user: Any) -> bool:
-    """Superusers, and the workspace's owners and admins."""
-    if getattr(user, "is_superuser", False):
-        return True
-    membership = membership_get(workspace=workspace, user=user)
-    return membership is not None and membership.role in CREDENTIAL_ROLES
+    """Whether the console shows ``user`` the controls to create sources and rotate write keys (the
+    services decide; this only keeps the page from offering what would be refused)."""
+    return may(actor=user, workspace=workspace, perm=Perm.SOURCES)
+
+
+def user_can_manage_members(*, workspace: Workspace, user: Any) -> bool:
+    return may(actor=user, workspace=workspace, perm=Perm.MEMBERS)
+
+
+def membership_list(*, workspace: Workspace) -> QuerySet[Membership]:
+    """The workspace's members with their users, by user name."""
+    return Membership.objects.filter(workspace=workspace).select_related("user").order_by("user__username")
+
+
+def apikey_list(*, workspace: Workspace) -> QuerySet[ApiKey]:
+    """The workspace's API keys, revoked ones included (their rows say when), newest first."""
+    return ApiKey.objects.filter(workspace=workspace).order_by("-id")
+
+
+def audit_list(*, workspace: Workspace) -> QuerySet[AuditEntry]:
+    """The workspace's audit log, newest first."""
+    return AuditEntry.objects.filter(workspace=workspace).order_by("-at", "-id")
 
 
 def user_get(*, username: str) -> Any:

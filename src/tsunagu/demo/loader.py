@@ -16,6 +16,7 @@ from django.db import transaction
 from tsunagu.core import clock
 from tsunagu.core.errors import Conflict
 from tsunagu.core.jobs import job_enqueue
+from tsunagu.core.permissions import System
 from tsunagu.core.selectors import user_get, workspace_get
 from tsunagu.core.services import apikey_create, audit_record, membership_add, user_create, workspace_create
 from tsunagu.customers.selectors import customer_count
@@ -61,6 +62,9 @@ def _progress(enabled: bool, total: int) -> Iterator[Callable[[int], None]]:
     with Progress(*columns, console=Console(stderr=True)) as bar:
         task = bar.add_task("load", total=total)
         yield lambda n: bar.advance(task, n)
+
+
+DEMO_ACTOR = System("tsunagu demo")
 
 
 def _password() -> str:
@@ -159,17 +163,18 @@ def demo_load(
     note = ""
     try:
         with transaction.atomic():
-            workspace = workspace_create(name=DEMO_NAME, slug=DEMO_SLUG)
+            workspace = workspace_create(name=DEMO_NAME, slug=DEMO_SLUG, actor=DEMO_ACTOR)
             sources = {
-                channel: source_create(workspace=workspace, name=name, channel=channel) for channel, name in SOURCES
+                channel: source_create(workspace=workspace, name=name, channel=channel, actor=DEMO_ACTOR)
+                for channel, name in SOURCES
             }
             user = user_get(username=DEMO_USERNAME)
             if user is None:
                 user = user_create(username=DEMO_USERNAME, password=_password(), email="demo@example.com")
             else:
                 note = f"User {DEMO_USERNAME!r} already existed; its password was left unchanged."
-            membership_add(workspace=workspace, user=user, role="owner")
-            _key, token = apikey_create(workspace=workspace, name="demo")
+            membership_add(workspace=workspace, user=user, role="owner", actor=DEMO_ACTOR)
+            _key, token = apikey_create(workspace=workspace, name="demo", role="owner", actor=DEMO_ACTOR)
             received_at = clock.now()
             with _progress(progress, len(stream)) as advance:
 
@@ -205,7 +210,7 @@ def demo_load(
                 advance(_apply(workspace))
             audit_record(
                 workspace=workspace,
-                actor="tsunagu demo",
+                actor=DEMO_ACTOR,
                 action="demo.loaded",
                 data={"people": customers, "events": len(stream), "seed": SEED},
             )

@@ -59,7 +59,13 @@ def create_source(request: HttpRequest, payload: SourceIn) -> Status[Any]:
         if "\x00" in getattr(payload, field):
             # PostgreSQL cannot store U+0000 in text: a 400 naming the field, not a database error.
             raise ValidationError(f"{field}: must not contain the NUL character (U+0000)", field=field)
-    return Status(201, source_create(workspace=request.auth, name=payload.name, channel=payload.channel))  # type: ignore[attr-defined]
+    source = source_create(
+        workspace=request.auth,  # type: ignore[attr-defined]
+        name=payload.name,
+        channel=payload.channel,
+        actor=request.api_key,  # type: ignore[attr-defined]
+    )
+    return Status(201, source)
 
 
 @router.get("/sources/{source_id}", response=SourceOut, summary="One source")
@@ -75,7 +81,7 @@ def rotate_source_key(request: HttpRequest, source_id: int) -> Any:
     source = source_get(workspace=request.auth, source_id=source_id)  # type: ignore[attr-defined]
     if source is None:
         raise NotFound(f"source {source_id} not found", field="source_id")
-    return source_rotate_key(source=source)
+    return source_rotate_key(source=source, actor=request.api_key)  # type: ignore[attr-defined]
 
 
 @router.get("/ingestion", response=IngestionOut, summary="The ingestion pipeline's backlog for this workspace")

@@ -12,12 +12,16 @@ import datetime as dt
 import secrets
 import threading
 import time
+from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 
 from tsunagu.core import clock
 from tsunagu.core.errors import TsunaguError, ValidationError
 from tsunagu.core.models import Workspace
+from tsunagu.core.permissions import Perm, authorize
+from tsunagu.core.services import audit_record
 from tsunagu.events import codec
 from tsunagu.events.log import get_log
 from tsunagu.events.models import Channel, Source
@@ -41,23 +45,40 @@ def _new_write_key() -> str:
     return secrets.token_urlsafe(24)
 
 
-def source_create(*, workspace: Workspace, name: str, channel: str = Channel.WEB) -> Source:
-    """Create a source with a fresh write key."""
+def source_create(*, workspace: Workspace, name: str, channel: str = Channel.WEB, actor: Any) -> Source:
+    """Create a source with a fresh write key (owners and admins), audited in the same transaction."""
+    authorize(actor=actor, workspace=workspace, perm=Perm.SOURCES)
     name = (name or "").strip()
     if not name:
         raise ValidationError("source name must not be empty", field="name")
     if len(name) > 200:
         raise ValidationError("source name is longer than 200 characters", field="name")
+    if "\x00" in name:
+        # PostgreSQL cannot store U+0000 in text: a 400 naming the field, not a database error.
+        raise ValidationError("name: must not contain the NUL character (U+0000)", field="name")
     if channel not in CHANNELS:
         raise ValidationError(f"channel must be one of {', '.join(sorted(CHANNELS))}", field="channel")
-    return Source.objects.create(workspace=workspace, name=name, channel=channel, write_key=_new_write_key())
+    with transaction.atomic():
+        source = Source.objects.create(workspace=workspace, name=name, channel=channel, write_key=_new_write_key())
+        audit_record(
+            workspace=workspace, actor=actor, action="source.created", target=name,
+            data={"id": source.pk, "channel": channel},
+        )
+    return source
 
 
-def source_rotate_key(*, source: Source) -> Source:
-    """Give a source a new write key; the old one stops working at once."""
-    source.write_key = _new_write_key()
-    source.rotated_at = clock.now()
-    source.save(update_fields=["write_key", "rotated_at"])
+def source_rotate_key(*, source: Source, actor: Any) -> Source:
+    """Give a source a new write key (owners and admins); the old one stops working at once. Audited in
+    the same transaction."""
+    authorize(actor=actor, workspace=source.workspace, perm=Perm.SOURCES)
+    with transaction.atomic():
+        source.write_key = _new_write_key()
+        source.rotated_at = clock.now()
+        source.save(update_fields=["write_key", "rotated_at"])
+        audit_record(
+            workspace=source.workspace, actor=actor, action="source.key_rotated", target=source.name,
+            data={"id": source.pk},
+        )
     return source
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from tsunagu.core.permissions import SYSTEM
 from tsunagu.core.services import membership_add, user_create
 from tsunagu.customers.selectors import customer_list
 
@@ -23,7 +24,7 @@ def fast_password_hashing(settings: Any) -> None:
 def member(workspace: Any) -> Any:
     """A user who belongs to ``workspace`` (Shop A) only."""
     user = user_create(username="alice", password=PASSWORD)
-    membership_add(workspace=workspace, user=user)
+    membership_add(workspace=workspace, user=user, role="owner", actor=SYSTEM)
     return user
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
+from tsunagu.core.permissions import SYSTEM
 from tsunagu.core.services import membership_add, user_create
 from tsunagu.events.selectors import source_get
 from tsunagu.events.services import source_create
@@ -54,7 +55,7 @@ def test_root_redirects_to_the_members_workspace_not_an_earlier_one(client_en):
     from tsunagu.core.services import workspace_create
 
     # A workspace the user is not in, named to sort before theirs, must not be chosen.
-    workspace_create(name="AAA Corp", slug="aaa")
+    workspace_create(name="AAA Corp", slug="aaa", actor=SYSTEM)
     response = client_en.get("/")
     assert response.status_code == 302
     assert response["Location"] == "/w/shop-a/"
@@ -70,7 +71,7 @@ def test_user_without_workspace_gets_an_explanation(db):
 
 
 def test_other_workspace_pages_answer_404(client_en, other_workspace):
-    b_source = source_create(workspace=other_workspace, name="B web", channel="web")
+    b_source = source_create(workspace=other_workspace, name="B web", channel="web", actor=SYSTEM)
     for url in pages("shop-b", source_id=b_source.pk):
         assert client_en.get(url).status_code == 404, url
     # An unknown slug answers the same as a foreign one: existence is not revealed.
@@ -78,14 +79,14 @@ def test_other_workspace_pages_answer_404(client_en, other_workspace):
 
 
 def test_customer_and_source_ids_of_another_workspace_answer_404(client_en, workspace, other_workspace, hanako):
-    b_source = source_create(workspace=other_workspace, name="B web", channel="web")
+    b_source = source_create(workspace=other_workspace, name="B web", channel="web", actor=SYSTEM)
     # Shop B's customer and source ids, asked for under Shop A's slug (the member's own workspace).
     assert client_en.get(f"/w/shop-a/sources/{b_source.pk}/").status_code == 404
     assert client_en.get(f"/w/shop-b/customers/{hanako.pk}/").status_code == 404
 
 
 def test_member_cannot_rotate_another_workspaces_key(client_en, other_workspace):
-    b_source = source_create(workspace=other_workspace, name="B web", channel="web")
+    b_source = source_create(workspace=other_workspace, name="B web", channel="web", actor=SYSTEM)
     before = b_source.write_key
     assert client_en.post(f"/w/shop-b/sources/{b_source.pk}/rotate-key").status_code == 404
     assert client_en.post(f"/w/shop-a/sources/{b_source.pk}/rotate-key").status_code == 404
@@ -108,7 +109,7 @@ def test_superuser_sees_every_workspace(workspace, other_workspace):
 
 
 def test_membership_in_both_workspaces_opens_both(member, workspace, other_workspace):
-    membership_add(workspace=other_workspace, user=member, role="viewer")
+    membership_add(workspace=other_workspace, user=member, role="viewer", actor=SYSTEM)
     client = Client()
     client.force_login(member)
     assert client.get("/w/shop-b/").status_code == 200

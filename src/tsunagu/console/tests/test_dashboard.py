@@ -8,6 +8,7 @@ import re
 import pytest
 import time_machine
 
+from tsunagu.core.permissions import SYSTEM
 from tsunagu.events.services import source_create
 
 pytestmark = pytest.mark.django_db
@@ -32,7 +33,7 @@ def bars(html, heading_id):
 
 
 def test_today_starts_at_midnight_in_tokyo_not_utc(client_en, send, workspace):
-    store = source_create(workspace=workspace, name="Ginza store", channel="store")
+    store = source_create(workspace=workspace, name="Ginza store", channel="store", actor=SYSTEM)
     # 14:30 UTC on 1 March is 23:30 in Tokyo: still "yesterday" once Tokyo passes midnight.
     with time_machine.travel(dt.datetime(2026, 3, 1, 14, 30, tzinfo=UTC), tick=False):
         send("/v1/track", {"userId": "u1", "event": "Late"})

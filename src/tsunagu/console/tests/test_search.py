@@ -6,6 +6,8 @@ import re
 
 import pytest
 
+from tsunagu.core.permissions import SYSTEM
+
 pytestmark = pytest.mark.django_db
 
 
@@ -74,7 +76,7 @@ def test_user_id_search(client_en, hanako, people):
 def test_search_is_scoped_to_the_workspace(client_en, other_workspace, people):
     from tsunagu.events.services import source_create
 
-    b_source = source_create(workspace=other_workspace, name="B", channel="web")
+    b_source = source_create(workspace=other_workspace, name="B", channel="web", actor=SYSTEM)
     import base64
 
     import orjson

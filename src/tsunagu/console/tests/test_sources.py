@@ -10,6 +10,7 @@ import orjson
 import pytest
 from django.test import Client
 
+from tsunagu.core.permissions import SYSTEM
 from tsunagu.events.selectors import source_get, source_list
 
 pytestmark = pytest.mark.django_db
@@ -98,7 +99,7 @@ def test_only_owners_and_admins_change_sources(role, workspace, source):
     from tsunagu.core.services import membership_add, user_create
 
     user = user_create(username=f"{role}-user", password="correct-horse-battery")
-    membership_add(workspace=workspace, user=user, role=role)
+    membership_add(workspace=workspace, user=user, role=role, actor=SYSTEM)
     client = Client(headers={"Accept-Language": "en"})
     client.force_login(user)
     listing = client.get("/w/shop-a/sources/").content.decode()
@@ -116,7 +117,7 @@ def test_admin_may_rotate(workspace, source):
     from tsunagu.core.services import membership_add, user_create
 
     user = user_create(username="admin-user", password="correct-horse-battery")
-    membership_add(workspace=workspace, user=user, role="admin")
+    membership_add(workspace=workspace, user=user, role="admin", actor=SYSTEM)
     client = Client()
     client.force_login(user)
     assert client.post(f"/w/shop-a/sources/{source.pk}/rotate-key").status_code == 302

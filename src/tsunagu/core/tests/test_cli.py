@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from tsunagu.cli import main
+from tsunagu.core.permissions import SYSTEM
 from tsunagu.core.services import workspace_create
 from tsunagu.testing.live import free_port
 
@@ -164,7 +165,7 @@ BAD_VALUES: list[tuple[list[str], str]] = [
 
 @pytest.fixture
 def shop(db: Any) -> str:
-    return workspace_create(name="CLI Shop", slug="cli-shop").slug
+    return workspace_create(name="CLI Shop", slug="cli-shop", actor=SYSTEM).slug
 
 
 # In-process (``main(argv)``), since they need a database: the pytest one, SQLite or PostgreSQL.

@@ -12,8 +12,10 @@ import pytest
 from django.test import Client
 
 from tsunagu.api import api as ninja_api
+from tsunagu.core.errors import NotFound
 from tsunagu.core.models import ApiKey
-from tsunagu.core.services import apikey_create, apikey_revoke
+from tsunagu.core.permissions import SYSTEM
+from tsunagu.core.services import apikey_create, apikey_revoke, membership_add, user_create
 from tsunagu.customers.models import Customer, Merge
 from tsunagu.events.models import Event, Source
 from tsunagu.events.services import source_create
@@ -25,7 +27,12 @@ API = "/api/v1"
 # Routes of the API that are not endpoints over workspace data: the schema and its viewer.
 NOT_ENDPOINTS = {"openapi.json", "docs", ""}
 # A body each write endpoint accepts, keyed by path template; others are sent ``{}``.
-BODIES: dict[tuple[str, str], dict[str, Any]] = {("post", "/api/v1/sources"): {"name": "Created by A"}}
+BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("post", "/api/v1/sources"): {"name": "Created by A"},
+    ("post", "/api/v1/api-keys"): {"name": "made by A", "role": "viewer"},
+    ("post", "/api/v1/members"): {"username": "newcomer", "role": "viewer"},
+    ("patch", "/api/v1/members/{username}"): {"role": "admin"},
+}
 
 
 @dataclass
@@ -36,12 +43,19 @@ class Tenant:
     source_id: int
     customer_id: int
     merged_away_id: int
+    key_id: int
+    member: str
     markers: list[str]
 
     def path_value(self, name: str) -> int:
         """The id of this tenant's object that fills a path parameter. A new parameter name must be taught
         here, so that no endpoint escapes the isolation walk."""
-        values = {"customer_id": self.customer_id, "source_id": self.source_id}
+        values = {
+            "customer_id": self.customer_id,
+            "source_id": self.source_id,
+            "key_id": self.key_id,
+            "username": self.member,
+        }
         assert name in values, f"path parameter {name!r} has no object to fill it with: add it to Tenant.path_value"
         return values[name]
 
@@ -54,7 +68,7 @@ def basic(key: str) -> str:
 
 def populate(workspace: Any, tag: str) -> Tenant:
     """A source, a customer with every kind of identity, a merge, and an API key — all marked with ``tag``."""
-    source = source_create(workspace=workspace, name=f"Source-{tag}", channel="web")
+    source = source_create(workspace=workspace, name=f"Source-{tag}", channel="web", actor=SYSTEM)
     client = Client()
     headers = {"Authorization": basic(source.write_key)}
 
@@ -80,7 +94,12 @@ def populate(workspace: Any, tag: str) -> Tenant:
     customer = Customer.objects.get(workspace=workspace, merged_into__isnull=True)
     merged_away = Customer.objects.get(workspace=workspace, merged_into=customer)
     assert Merge.objects.filter(into=customer).exists()
-    _, token = apikey_create(workspace=workspace, name=f"key-{tag}")
+    key, token = apikey_create(workspace=workspace, name=f"key-{tag}", role="owner", actor=SYSTEM)
+    # A member to change and remove, and a second owner, so that removing the member is not refused.
+    member = user_create(username=f"member-{tag}", password="correct-horse-battery")
+    membership_add(workspace=workspace, user=member, role="operator", actor=SYSTEM)
+    owner = user_create(username=f"owner-{tag}", password="correct-horse-battery")
+    membership_add(workspace=workspace, user=owner, role="owner", actor=SYSTEM)
     return Tenant(
         tag=tag,
         token=token,
@@ -88,6 +107,8 @@ def populate(workspace: Any, tag: str) -> Tenant:
         source_id=source.pk,
         customer_id=customer.pk,
         merged_away_id=merged_away.pk,
+        key_id=key.pk,
+        member=member.username,
         markers=[
             source.write_key,
             f"Source-{tag}",
@@ -99,12 +120,17 @@ def populate(workspace: Any, tag: str) -> Tenant:
             f"Event-{tag}",
             f"prop-{tag}",
             f"Name-{tag}",
+            f"member-{tag}",
+            f"owner-{tag}",
+            f"key-{tag}",
         ],
     )
 
 
 @pytest.fixture
 def tenants(workspace: Any, other_workspace: Any) -> tuple[Tenant, Tenant]:
+    # A user of no workspace yet, for the walk's POST /members.
+    user_create(username="newcomer", password="correct-horse-battery")
     return populate(workspace, "AAA"), populate(other_workspace, "BBB")
 
 
@@ -157,6 +183,14 @@ def fill(path: str, params: list[str], tenant: Tenant) -> str:
     return path
 
 
+def body_for(method: str, path: str) -> dict[str, Any]:
+    """The body BODIES gives the operation that ``path`` (with its ids filled in) belongs to."""
+    for (m, template), body in BODIES.items():
+        if m == method and re.fullmatch(re.sub(r"\\{\w+\\}", "[^/]+", re.escape(template)), path):
+            return body
+    return {}
+
+
 def call(
     method: str,
     path: str,
@@ -164,6 +198,7 @@ def call(
     *,
     query: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
+    body: dict[str, Any] | None = None,
 ) -> tuple[int, Any, Any]:
     all_headers = dict(headers or {})
     if token is not None:
@@ -172,7 +207,7 @@ def call(
     if method == "get":
         response = client.get(path, query or {}, headers=all_headers)
     else:
-        body = BODIES.get((method, path), {})
+        body = body if body is not None else body_for(method, path)
         response = getattr(client, method)(
             path, orjson.dumps(body), content_type="application/json", headers=all_headers
         )
@@ -312,9 +347,9 @@ def test_every_endpoint_refuses_bad_credentials(tenants):
 
 def test_a_revoked_token_is_refused_everywhere(tenants, workspace):
     a, _ = tenants
-    key, token = apikey_create(workspace=workspace, name="short-lived")
+    key, token = apikey_create(workspace=workspace, name="short-lived", actor=SYSTEM)
     assert call("get", f"{API}/customers", token)[0] == 200
-    apikey_revoke(workspace=workspace, key_id=key.pk)
+    apikey_revoke(workspace=workspace, key_id=key.pk, actor=SYSTEM)
     assert ApiKey.objects.get(pk=key.pk).revoked_at is not None
     for method, template, params, _ in operations():
         status, body, _ = call(method, fill(template, params, a), token)
@@ -326,7 +361,8 @@ def test_a_revoked_token_is_refused_everywhere(tenants, workspace):
 def test_revoking_is_scoped_to_the_workspace(tenants, workspace, other_workspace):
     a, b = tenants
     key_b = ApiKey.objects.get(workspace=other_workspace)
-    apikey_revoke(workspace=workspace, key_id=key_b.pk)
+    with pytest.raises(NotFound):
+        apikey_revoke(workspace=workspace, key_id=key_b.pk, actor=SYSTEM)
     assert call("get", f"{API}/customers", b.token)[0] == 200
 
 

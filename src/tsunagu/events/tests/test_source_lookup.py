@@ -7,13 +7,14 @@ from typing import Any
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from tsunagu.core.permissions import SYSTEM
 from tsunagu.events.models import Source
 from tsunagu.events.selectors import source_by_write_key
 from tsunagu.events.services import source_rotate_key
 
 
 def test_lookup_returns_the_source_and_its_workspace_as_the_orm_loads_them(source: Any) -> None:
-    source_rotate_key(source=source)  # rotated_at set: every datetime column holds a value
+    source_rotate_key(source=source, actor=SYSTEM)  # rotated_at set: every datetime column holds a value
     expected = Source.objects.select_related("workspace").get(pk=source.pk)
     with CaptureQueriesContext(connection) as queries:
         found = source_by_write_key(write_key=source.write_key)
@@ -34,7 +35,7 @@ def test_unknown_and_rotated_keys_find_nothing(source: Any) -> None:
     assert source_by_write_key(write_key="") is None
     assert source_by_write_key(write_key="x" * 65) is None
     assert source_by_write_key(write_key="not-a-key") is None
-    source_rotate_key(source=source)
+    source_rotate_key(source=source, actor=SYSTEM)
     assert source_by_write_key(write_key=old) is None
     found = source_by_write_key(write_key=source.write_key)
     assert found is not None and found.pk == source.pk

@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 
+from tsunagu.core.permissions import SYSTEM
 from tsunagu.events.models import Event
 
 pytestmark = pytest.mark.django_db
@@ -93,6 +94,6 @@ def test_channel_from_context_or_source(send, context, channel):
 def test_channel_defaults_to_the_sources(send, workspace):
     from tsunagu.events.services import source_create
 
-    store = source_create(workspace=workspace, name="POS", channel="store")
+    store = source_create(workspace=workspace, name="POS", channel="store", actor=SYSTEM)
     send("/v1/track", {"userId": "u1", "event": "Purchase"}, write_key=store.write_key)
     assert Event.objects.get().channel == "store"
