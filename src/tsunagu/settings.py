@@ -32,11 +32,14 @@ def _secret_key() -> str:
     except FileNotFoundError:
         pass
     try:
-        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        # Private from the first byte (not chmod after writing): it signs the sessions.
+        DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
         key = secrets.token_urlsafe(50)
-        path.write_text(key)
-        path.chmod(0o600)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
+            fh.write(key)
         return key
+    except FileExistsError:  # another process wrote it meanwhile
+        return path.read_text().strip()
     except OSError:
         return secrets.token_urlsafe(50)
 
@@ -77,7 +80,7 @@ MIDDLEWARE = [
 
 # The tracking API (/v1/…) is served with this stack only (tsunagu.server): it is authenticated by write key,
 # so sessions, auth, CSRF, locale and messages have nothing to do there.
-# CommonMiddleware stays: it sets Content-Length (else gunicorn answers chunked).
+# CommonMiddleware stays: it sets Content-Length.
 TSUNAGU_TRACKING_MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.common.CommonMiddleware",
