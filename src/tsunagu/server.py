@@ -168,7 +168,8 @@ def _environ(scope: dict[str, Any], body: bytes) -> dict[str, Any]:
     return environ
 
 
-def _load() -> Any:
+def load_application() -> Any:
+    """The served application: the tracking fast path and the full stack, behind ``BufferedWSGI``."""
     from tsunagu.wsgi import application
 
     return BufferedWSGI(
@@ -213,7 +214,7 @@ def serve(*, host: str, port: int, workers: int) -> None:
 
     access_log = os.environ.get("TSUNAGU_ACCESS_LOG", "")
     Server(
-        "tsunagu.server:_load",
+        "tsunagu.server:load_application",
         address=host,
         port=port,
         interface=Interfaces.ASGINL,
