@@ -43,6 +43,7 @@ def _closed_by_peer(sock: socket.socket) -> bool:
 def test_hundred_slow_connections_do_not_stop_normal_requests(live_server_factory: Any) -> None:
     server = live_server_factory("slow")
     server.env["TSUNAGU_HEADER_TIMEOUT"] = str(HEADER_TIMEOUT)
+    server.env["TSUNAGU_BODY_TIMEOUT"] = str(HEADER_TIMEOUT)
     write_key, _token, _slug = server.provision(name="Slow Shop", slug="slow-shop")
     server.start(workers=1)
     slow = [_open_slow(server.port, i) for i in range(SLOW)]
@@ -69,6 +70,10 @@ def test_hundred_slow_connections_do_not_stop_normal_requests(live_server_factor
             if open_:
                 time.sleep(0.2)
         assert not open_, f"{len(open_)} of {len(stuck)} half-sent headers still open past the header timeout"
+        # The ones whose body never came are answered 408 once the body timeout passes.
+        for sock in slow[1::2]:
+            sock.settimeout(max(1.0, deadline - time.monotonic()))
+            assert sock.recv(65536).startswith(b"HTTP/1.1 408 ")
         # And the server still answers afterwards.
         assert requests.get(f"{server.url}/healthz", timeout=5).status_code == 200
     finally:
