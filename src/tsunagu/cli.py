@@ -7,20 +7,104 @@ Bad arguments exit 2 with one line on stderr; errors from services map through `
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import ipaddress
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from typing import Any, NoReturn
 
 DEFAULT_PORT = 8000
+# Files the processes create (the SQLite database and its -wal/-shm, lock files, the secret key, the data
+# directory itself) are readable by their owner only: they hold session keys, write keys, password hashes.
+UMASK = 0o077
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # One line, as the CLI contract says; usage is one `--help` away.
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range (1-65535)")
+    return port
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _url(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return f"http://{shown}:{port}"
+
+
+def _check_serving(command: str, host: str, port: int) -> None:
+    """Refuse to start, with one line, what would fail or be unsafe once serving: a port taken, an address not
+    of this machine, a public address without TSUNAGU_ALLOWED_HOSTS (the console would answer to any Host)."""
+    if not is_loopback(host) and not os.environ.get("TSUNAGU_ALLOWED_HOSTS", "").strip():
+        print(
+            f"tsunagu {command}: error: serving on {host} needs TSUNAGU_ALLOWED_HOSTS "
+            "(the host names clients use, e.g. cx.example.com); see docs/deployment.md",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        print(f"tsunagu {command}: error: cannot listen on {host}: {exc.strerror}", file=sys.stderr)
+        sys.exit(2)
+    family, _type, _proto, _name, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            reason = "the port is in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+            print(f"tsunagu {command}: error: cannot listen on {_url(host, port)}: {reason}", file=sys.stderr)
+            sys.exit(1)
+
+
+def _require_migrated(command: str) -> None:
+    """The web server and the worker refuse an unmigrated (or half-upgraded) database: one line, exit 1,
+    instead of HTML 500s or a traceback a job poll."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    if pending:
+        print(
+            f"tsunagu {command}: error: the database is not migrated ({len(pending)} migrations to apply): "
+            "run `tsunagu migrate` first",
+            file=sys.stderr,
+        )
+        sys.exit(1)
 
 
 def _setup_django() -> None:
@@ -44,10 +128,25 @@ def _workspace(slug: str) -> Any:
     return workspace
 
 
+def _database_name() -> str:
+    from django.db import connection
+
+    vendor = "SQLite" if connection.vendor == "sqlite" else "PostgreSQL"
+    return f"{vendor} {connection.settings_dict['NAME']}"
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from django.core.management import call_command
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
 
+    executor = MigrationExecutor(connection)
+    pending = len(executor.migration_plan(executor.loader.graph.leaf_nodes()))
     call_command("migrate", interactive=False, verbosity=1 if args.verbose else 0)
+    if pending:
+        print(f"tsunagu migrate: applied {pending} migrations to {_database_name()}")
+    else:
+        print(f"tsunagu migrate: {_database_name()} is up to date")
     return 0
 
 
@@ -57,7 +156,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     call_command("migrate", interactive=False, verbosity=0)
     from tsunagu.demo import demo_load
 
-    outcome = demo_load(customers=args.customers, events=args.events, progress=not args.quiet)
+    # A server bound to every interface is reached on loopback from this machine.
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host  # noqa: S104
+    outcome = demo_load(
+        customers=args.customers, events=args.events, progress=not args.quiet, url=_url(host, args.port)
+    )
     _emit(args, outcome, outcome["message"])
     return 0
 
@@ -230,6 +333,7 @@ def cmd_member_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    _require_migrated("worker")
     import threading
 
     import tsunagu.core.handlers  # noqa: F401  (registers job handlers)
@@ -249,8 +353,24 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_web(args: argparse.Namespace) -> int:
     from tsunagu.server import serve
 
+    _check_serving("web", args.host, args.port)
+    _require_migrated("web")
+    if not args.under_up:
+        print(f"tsunagu web: listening on {_url(args.host, args.port)}", flush=True)
     serve(host=args.host, port=args.port, workers=args.workers)
     return 0
+
+
+def _clear_metrics() -> None:
+    """Start the process counters of /metrics from zero: the files of earlier runs' processes would
+    otherwise be added to this run's (prometheus-client's multiprocess mode keeps one file per process)."""
+    import glob
+
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        for path in glob.glob(os.path.join(directory, "*.db")):
+            with contextlib.suppress(OSError):
+                os.remove(path)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -261,9 +381,12 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     from django.core.management import call_command
 
+    _check_serving("up", args.host, args.port)
     call_command("migrate", interactive=False, verbosity=0)
     base = [sys.executable, "-m", "tsunagu.cli"]
-    serving = ["--host", args.host, "--port", str(args.port), "--workers", str(args.workers)]
+    serving = ["--host", args.host, "--port", str(args.port), "--workers", str(args.workers), "--under-up"]
+    print(f"tsunagu up: listening on {_url(args.host, args.port)} (web and worker)", flush=True)
+    _clear_metrics()
     children = {
         "web": subprocess.Popen([*base, "web", *serving]),
         "worker": subprocess.Popen([*base, "worker"]),
@@ -302,23 +425,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true", help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def serving(p: argparse.ArgumentParser) -> None:
+    # String defaults go through `type` like a typed value, so a bad TSUNAGU_PORT is one line and exit 2 too
+    # (and only for the commands that use it).
+    def address(p: argparse.ArgumentParser, port: str) -> None:
         p.add_argument("--host", default=os.environ.get("TSUNAGU_HOST", "127.0.0.1"))
-        p.add_argument("--port", type=int, default=int(os.environ.get("TSUNAGU_PORT", DEFAULT_PORT)))
-        p.add_argument("--workers", type=int, default=int(os.environ.get("TSUNAGU_WEB_WORKERS", 2)))
+        p.add_argument("--port", type=_port, default=port)
+
+    def serving(p: argparse.ArgumentParser) -> None:
+        address(p, os.environ.get("TSUNAGU_PORT", str(DEFAULT_PORT)))
+        p.add_argument("--workers", type=_positive, default=os.environ.get("TSUNAGU_WEB_WORKERS", "2"))
 
     p = sub.add_parser("up", help="migrate, then serve web + worker")
     serving(p)
     p.set_defaults(func=cmd_up)
     p = sub.add_parser("web", help="serve the console, the tracking API and the REST API")
     serving(p)
+    p.add_argument("--under-up", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_web)
     sub.add_parser("worker", help="run due jobs").set_defaults(func=cmd_worker)
     sub.add_parser("migrate", help="create or upgrade the database").set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("demo", help="load the demo workspace (idempotent)")
-    p.add_argument("--customers", type=int, default=2000)
-    p.add_argument("--events", type=int, default=50000)
+    # The address `up` will serve on, to print the console's URL; `make run PORT=9000` exports PORT.
+    address(p, os.environ.get("TSUNAGU_PORT") or os.environ.get("PORT") or str(DEFAULT_PORT))
+    p.add_argument("--customers", type=_positive, default=2000)
+    p.add_argument("--events", type=_positive, default=50000)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_demo)
@@ -397,7 +528,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.umask(UMASK)
     args = build_parser().parse_args(argv)
+    if args.command in ("up", "web"):
+        # Settings derive their default ALLOWED_HOSTS from the address served (tsunagu.settings).
+        os.environ["TSUNAGU_HOST"] = args.host
     try:
         from tsunagu.core.dburl import DatabaseUrlError
 
@@ -406,7 +541,13 @@ def main(argv: list[str] | None = None) -> int:
         except DatabaseUrlError as exc:
             print(f"tsunagu: error: {exc}", file=sys.stderr)
             return 2
+        from django.conf import settings
         from django.db import Error as DatabaseError
+
+        from tsunagu.core.dburl import sqlite_restrict_files
+
+        if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+            sqlite_restrict_files(str(settings.DATABASES["default"]["NAME"]))
 
         from tsunagu.core.errors import TsunaguError
 

@@ -32,19 +32,53 @@ def _secret_key() -> str:
     except FileNotFoundError:
         pass
     try:
-        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        # Private from the first byte (not chmod after writing): it signs the sessions.
+        DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
         key = secrets.token_urlsafe(50)
-        path.write_text(key)
-        path.chmod(0o600)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
+            fh.write(key)
         return key
+    except FileExistsError:  # another process wrote it meanwhile
+        return path.read_text().strip()
     except OSError:
         return secrets.token_urlsafe(50)
 
 
 SECRET_KEY = _secret_key()
 DEBUG = _env_bool("TSUNAGU_DEBUG", False)
-ALLOWED_HOSTS = [h.strip() for h in os.environ.get("TSUNAGU_ALLOWED_HOSTS", "*").split(",") if h.strip()]
-CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("TSUNAGU_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+
+
+def _env_list(name: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+
+
+def _env_int(name: str, default: int) -> int:
+    from django.core.exceptions import ImproperlyConfigured
+
+    text = os.environ.get(name, "").strip()
+    try:
+        return int(text) if text else default
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, not {text!r}") from None
+
+
+# -- Hosts, cookies, proxy, HSTS (docs/deployment.md) --------------------------------------------------
+# The loopback names by default: any other Host (a DNS-rebinding page's) is a 400. `tsunagu web` and `up`
+# refuse to bind anything but loopback without TSUNAGU_ALLOWED_HOSTS (tsunagu.cli), so these defaults never
+# silently lock out a public server.
+LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
+ALLOWED_HOSTS = _env_list("TSUNAGU_ALLOWED_HOSTS") or LOOPBACK_HOSTS
+CSRF_TRUSTED_ORIGINS = _env_list("TSUNAGU_CSRF_TRUSTED_ORIGINS")
+# Behind a TLS-terminating proxy: cookies only over HTTPS, and the proxy's header (e.g. X-Forwarded-Proto)
+# trusted to say a request came over HTTPS. Only set the header when the proxy always sets or strips it.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _env_bool("TSUNAGU_SECURE_COOKIES", False)
+if _proxy_header := os.environ.get("TSUNAGU_PROXY_SSL_HEADER", "").strip():
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_header.upper().replace("-", "_"), "https")
+SECURE_HSTS_SECONDS = _env_int("TSUNAGU_HSTS_SECONDS", 0)  # sent on HTTPS requests only (SecurityMiddleware)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("TSUNAGU_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+# -- end of hosts, cookies, proxy, HSTS -----------------------------------------------------------------
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -57,6 +91,9 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "axes",
     "django_htmx",
+    # Serves the API docs' Swagger UI from its own static files instead of a CDN (ninja.openapi.docs).
+    "ninja",
+    "csp",
     "tsunagu.core",
     "tsunagu.customers",
     "tsunagu.events",
@@ -73,14 +110,38 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "tsunagu.core.middleware.private_no_store",
     "django_htmx.middleware.HtmxMiddleware",
     # Last, as django-axes asks: it turns a locked-out login into the lockout page.
     "axes.middleware.AxesMiddleware",
 ]
 
+# -- Content-Security-Policy (django-csp) and caching --------------------------------------------------
+# Every page loads only this origin's files: no inline or third-party script, no inline <style>. The one
+# exception, style *attributes*, is the console's bar charts (width set per bar in the template).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "style-src-attr": ["'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+# `Cache-Control: private, no-store` on every answer to a logged-in user and every REST API answer
+# (tsunagu.core.middleware.private_no_store): a shared cache or the browser's disk keeps no customer data.
+# -- end of CSP and caching -----------------------------------------------------------------------------
+
 # The tracking API (/v1/…) is served with this stack only (tsunagu.server): it is authenticated by write key,
 # so sessions, auth, CSRF, locale and messages have nothing to do there.
-# CommonMiddleware stays: it sets Content-Length (else gunicorn answers chunked).
+# CommonMiddleware stays: it sets Content-Length.
 TSUNAGU_TRACKING_MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -7,8 +7,10 @@ deadlocking upgrade from a read lock), and synchronous=FULL so a commit is on di
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import os
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlparse
 
@@ -114,3 +116,24 @@ def datetime_param(value: dt.datetime | None, vendor: str) -> Any:
     if text.endswith("+00:00"):  # the usual case, without building two more datetimes
         return text[:-6]
     return value.astimezone(_UTC).replace(tzinfo=None).isoformat(" ")
+
+
+# -- file permissions ----------------------------------------------------------------------------------
+# The database holds session keys, write keys and password hashes. New files are private through the
+# processes' umask (tsunagu.cli.UMASK); these were perhaps created before it, by an older version.
+SQLITE_SIDE_FILES = ("", "-wal", "-shm", "-journal", "-ingest.lock")
+
+
+def sqlite_restrict_files(path: str) -> None:
+    """Make the SQLite database ``path`` and its side files (WAL, shared memory, journal, lock) readable by
+    their owner only, where they exist and are ours; an in-memory database has none."""
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    for suffix in SQLITE_SIDE_FILES:
+        try:
+            info = os.stat(path + suffix)
+        except OSError:
+            continue
+        if info.st_uid == os.getuid() and info.st_mode & 0o077:
+            with contextlib.suppress(OSError):
+                os.chmod(path + suffix, info.st_mode & 0o700)

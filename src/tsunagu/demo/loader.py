@@ -103,11 +103,11 @@ def _read_token() -> str | None:
 
 
 def _outcome(
-    workspace: Any, *, created: bool, token: str | None, seconds: float | None, note: str = ""
+    workspace: Any, *, created: bool, token: str | None, seconds: float | None, note: str = "", url: str | None = None
 ) -> dict[str, Any]:
     found = {(s.channel, s.name): s.write_key for s in source_list(workspace=workspace)}
     keys = {channel: found[(channel, name)] for channel, name in SOURCES if (channel, name) in found}
-    url = _url()
+    url = url or _url()
     password = _password()
     customers, events = customer_count(workspace=workspace), event_count(workspace=workspace)
     if created:
@@ -142,18 +142,24 @@ def _outcome(
 
 
 def demo_load(
-    *, customers: int = 2000, events: int = 50000, progress: bool = False, batch_size: int | None = None
+    *,
+    customers: int = 2000,
+    events: int = 50000,
+    progress: bool = False,
+    batch_size: int | None = None,
+    url: str | None = None,
 ) -> dict[str, Any]:
     """Create and fill the ``demo`` workspace unless it exists; return the login, the API token and counts.
 
     All of it happens in one transaction, so an interrupted load leaves nothing behind and the next run
     starts again. ``batch_size`` defaults to 500 for the full demo and smaller for small loads, so that
     anonymous sessions and the logins that identify them land in different batches and merges are
-    recorded as they are in production traffic.
+    recorded as they are in production traffic. ``url`` is the console's address to print (the server's
+    ``--host``/``--port``).
     """
     existing = workspace_get(slug=DEMO_SLUG)
     if existing is not None:
-        return _outcome(existing, created=False, token=_read_token(), seconds=None)
+        return _outcome(existing, created=False, token=_read_token(), seconds=None, url=url)
     started = time.monotonic()
     customers, events = max(1, customers), max(1, events)
     batch = batch_size or max(10, min(500, events // 100))
@@ -220,7 +226,7 @@ def demo_load(
         existing = workspace_get(slug=DEMO_SLUG)
         if existing is None:
             raise
-        return _outcome(existing, created=False, token=_read_token(), seconds=None)
+        return _outcome(existing, created=False, token=_read_token(), seconds=None, url=url)
     if _write_token(token) is None:
         note = (note + "\n" if note else "") + f"Could not write {_token_path()}; keep the token below."
-    return _outcome(workspace, created=True, token=token, seconds=time.monotonic() - started, note=note)
+    return _outcome(workspace, created=True, token=token, seconds=time.monotonic() - started, note=note, url=url)

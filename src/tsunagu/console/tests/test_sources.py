@@ -78,7 +78,8 @@ def test_rotate_needs_post_and_csrf(member, workspace, source):
     assert source_get(workspace=workspace, source_id=source.pk).write_key != source.write_key
 
 
-def test_snippets_point_at_this_server_with_the_key(client_en, source):
+def test_snippets_point_at_this_server_with_the_key(client_en, source, settings):
+    settings.ALLOWED_HOSTS = ["cx.example.jp"]  # an operator's TSUNAGU_ALLOWED_HOSTS (default: loopback only)
     response = client_en.get(f"/w/shop-a/sources/{source.pk}/", HTTP_HOST="cx.example.jp:8443")
     body = html.unescape(response.content.decode())
     key = source.write_key

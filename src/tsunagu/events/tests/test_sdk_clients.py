@@ -63,7 +63,7 @@ def rudder(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 @pytest.fixture
 def logged_workspace(live_server_factory: Any) -> Any:
-    """``live_workspace`` with gunicorn's access log on, to see what the SDKs put on the wire."""
+    """``live_workspace`` with the server's access log on, to see what the SDKs put on the wire."""
     server = live_server_factory("sdk")
     server.env["TSUNAGU_ACCESS_LOG"] = str(server.data_dir / "access.log")
     write_key, token, slug = server.provision(name="SDK Shop", slug="sdk-shop")
