@@ -174,6 +174,16 @@ def _timeline_row(event: Any) -> dict[str, Any]:
     }
 
 
+def _from_epoch_ms(ms: Any) -> dt.datetime | None:
+    """A stored epoch-milliseconds value as a datetime; None for what no datetime can hold (damaged JSON)."""
+    if not isinstance(ms, int | float) or isinstance(ms, bool):
+        return None
+    try:
+        return dt.datetime.fromtimestamp(ms / 1000.0, tz=dt.UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
 @workspace_page
 def customer(request: HttpRequest, workspace: Any, customer_id: int) -> HttpResponse:
     profile = customer_get(workspace=workspace, customer_id=customer_id)
@@ -189,13 +199,9 @@ def customer(request: HttpRequest, workspace: Any, customer_id: int) -> HttpResp
         events, next_cursor = customer_timeline_page(customer=profile, limit=EVENTS_PER_PAGE, cursor=None)
     channels = sorted(
         (
-            {
-                "key": name,
-                "label": channel_label(name),
-                "at": dt.datetime.fromtimestamp(ms / 1000.0, tz=dt.UTC),
-            }
+            {"key": name, "label": channel_label(name), "at": at}
             for name, ms in (profile.channels or {}).items()
-            if isinstance(ms, int | float)
+            if (at := _from_epoch_ms(ms)) is not None
         ),
         key=lambda c: c["at"],
         reverse=True,
