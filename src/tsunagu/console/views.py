@@ -31,6 +31,7 @@ from tsunagu.core.errors import TsunaguError
 from tsunagu.core.pagination import page_by_id_desc
 from tsunagu.core.selectors import user_can_manage_credentials, workspace_for_user, workspaces_for_user
 from tsunagu.customers.selectors import (
+    clean_query,
     customer_count,
     customer_get,
     customer_identities,
@@ -126,7 +127,7 @@ def dashboard(request: HttpRequest, workspace: Any) -> HttpResponse:
 
 @workspace_page
 def customers(request: HttpRequest, workspace: Any) -> HttpResponse:
-    q = request.GET.get("q", "").strip()[:200]
+    q = clean_query(request.GET.get("q"))  # what the selector searches for, shown back in the box
     cursor = request.GET.get("cursor") or None
     qs = customer_search(workspace=workspace, q=q)
     try:

@@ -17,7 +17,7 @@ def source_by_write_key(*, write_key: str) -> Source | None:
     """The source of a write key, with its workspace loaded. Runs on every tracking request, so it is one
     raw SELECT and ``from_db`` (~90 µs; the ORM's select_related query cost ~600 µs). Never cached: a
     rotated key stops working at once, in every process."""
-    if not write_key or len(write_key) > 64:
+    if not write_key or len(write_key) > 64 or "\x00" in write_key:  # no stored key can equal it
         return None
     with connection.cursor() as cursor:
         cursor.execute(_source_sql(), [write_key])
