@@ -29,7 +29,7 @@ def far_future(hanako, workspace):
     )
     Identity.objects.filter(customer_id=hanako.pk, type="email").update(first_seen=FAR)
     ghost = Customer.objects.create(workspace=workspace, merged_into=hanako)
-    Merge.objects.create(workspace=workspace, into=hanako, other=ghost, reason="", created_at=FAR)
+    Merge.objects.create(workspace=workspace, into=hanako, other=ghost, created_at=FAR)
     return hanako
 
 
