@@ -59,6 +59,7 @@ urlpatterns = [
     path("v1/b", tracking.browser_batch),
     path("b", tracking.browser_batch),
     path("api/v1/", api.urls),
+    path("api/v1/", include(api.not_found_urls)),
     path("admin/", admin.site.urls),
     path("", include("tsunagu.console.urls")),
 ]

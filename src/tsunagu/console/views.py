@@ -13,6 +13,7 @@ import json
 import zoneinfo
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -36,6 +37,7 @@ from tsunagu.core.selectors import (
     workspaces_for_user,
 )
 from tsunagu.customers.selectors import (
+    clean_query,
     customer_count,
     customer_get,
     customer_identities,
@@ -44,6 +46,7 @@ from tsunagu.customers.selectors import (
     customer_search,
 )
 from tsunagu.events.selectors import (
+    EVENT_TYPES,
     channel_values,
     customer_timeline_page,
     event_count,
@@ -132,7 +135,7 @@ def dashboard(request: HttpRequest, workspace: Any) -> HttpResponse:
 
 @workspace_page
 def customers(request: HttpRequest, workspace: Any) -> HttpResponse:
-    q = request.GET.get("q", "").strip()[:200]
+    q = clean_query(request.GET.get("q"))  # what the selector searches for, shown back in the box
     cursor = request.GET.get("cursor") or None
     qs = customer_search(workspace=workspace, q=q)
     try:
@@ -141,7 +144,15 @@ def customers(request: HttpRequest, workspace: Any) -> HttpResponse:
         cursor = None
         rows, next_cursor = page_by_id_desc(qs, limit=CUSTOMERS_PER_PAGE, cursor=None)
     return _page(
-        request, workspace, "customers.html", "customers", q=q, rows=rows, next_cursor=next_cursor, cursor=cursor
+        request,
+        workspace,
+        "customers.html",
+        "customers",
+        q=q,
+        rows=rows,
+        total=qs.count(),
+        next_cursor=next_cursor,
+        cursor=cursor,
     )
 
 
@@ -177,7 +188,47 @@ def _timeline_row(event: Any) -> dict[str, Any]:
         "channel_label": channel_label(event.channel),
         "timestamp": event.timestamp,
         "summary": _summary(data),
+        "payload": _payload(event),
     }
+
+
+def _payload(event: Any) -> str:
+    """The whole event as stored, pretty JSON for the row's details (the template escapes it)."""
+    doc = {
+        "message_id": event.message_id,
+        "type": event.type,
+        "event": event.event or None,
+        "name": event.name or None,
+        "user_id": event.user_id or None,
+        "anonymous_id": event.anonymous_id or None,
+        "group_id": event.group_id or None,
+        "previous_id": event.previous_id or None,
+        "channel": event.channel,
+        "source": event.source.name,
+        "timestamp": event.timestamp,
+        "original_timestamp": event.original_timestamp,
+        "sent_at": event.sent_at,
+        "received_at": event.received_at,
+        "properties": event.properties,
+        "traits": event.traits,
+        "context": event.context,
+    }
+    return json.dumps(
+        {k: v for k, v in doc.items() if v is not None},
+        indent=2,
+        ensure_ascii=False,
+        default=lambda v: v.isoformat() if isinstance(v, dt.datetime) else str(v),
+    )
+
+
+def _from_epoch_ms(ms: Any) -> dt.datetime | None:
+    """A stored epoch-milliseconds value as a datetime; None for what no datetime can hold (damaged JSON)."""
+    if not isinstance(ms, int | float) or isinstance(ms, bool):
+        return None
+    try:
+        return dt.datetime.fromtimestamp(ms / 1000.0, tz=dt.UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 @workspace_page
@@ -186,22 +237,29 @@ def customer(request: HttpRequest, workspace: Any, customer_id: int) -> HttpResp
     if profile is None:
         raise Http404("customer not found")
     if profile.pk != customer_id:  # merged away: the profile lives on under another id
+        messages.info(
+            request,
+            _("Profile #%(old)s was merged into this one, #%(new)s.") % {"old": customer_id, "new": profile.pk},
+        )
         return redirect("console:customer", slug=workspace.slug, customer_id=profile.pk)
     cursor = request.GET.get("cursor") or None
+    # Empty means "all"; any other value is the selector's to judge (an unknown one matches nothing).
+    filters = {"channel": request.GET.get("channel") or None, "type_": request.GET.get("type") or None}
     try:
-        events, next_cursor = customer_timeline_page(customer=profile, limit=EVENTS_PER_PAGE, cursor=cursor)
+        events, next_cursor = customer_timeline_page(
+            customer=profile, limit=EVENTS_PER_PAGE, cursor=cursor, **filters
+        )
     except TsunaguError:
         cursor = None
-        events, next_cursor = customer_timeline_page(customer=profile, limit=EVENTS_PER_PAGE, cursor=None)
+        events, next_cursor = customer_timeline_page(customer=profile, limit=EVENTS_PER_PAGE, cursor=None, **filters)
+    filter_query = urlencode(
+        [(name, value) for name, value in (("channel", filters["channel"]), ("type", filters["type_"])) if value]
+    )
     channels = sorted(
         (
-            {
-                "key": name,
-                "label": channel_label(name),
-                "at": dt.datetime.fromtimestamp(ms / 1000.0, tz=dt.UTC),
-            }
+            {"key": name, "label": channel_label(name), "at": at}
             for name, ms in (profile.channels or {}).items()
-            if isinstance(ms, int | float)
+            if (at := _from_epoch_ms(ms)) is not None
         ),
         key=lambda c: c["at"],
         reverse=True,
@@ -219,6 +277,11 @@ def customer(request: HttpRequest, workspace: Any, customer_id: int) -> HttpResp
         timeline=[_timeline_row(e) for e in events],
         cursor=cursor,
         next_cursor=next_cursor,
+        channel_choices=[(c, channel_label(c)) for c in channel_values()],
+        type_choices=EVENT_TYPES,
+        channel_filter=filters["channel"] or "",
+        type_filter=filters["type_"] or "",
+        filter_query=filter_query,
     )
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from django.db import models
+from django.utils import translation
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from tsunagu.core import clock
 from tsunagu.core.models import Workspace
@@ -92,13 +95,46 @@ class Identity(models.Model):
         indexes = [models.Index(fields=["customer", "type"], name="identity_customer_idx")]
 
 
+class MergeReason(models.TextChoices):
+    # One event carried an identity of each profile (``into_identity``, ``other_identity``).
+    EVENT = "event", "event"
+    # Recorded before the facts were stored, as a sentence the migration could not read: ``note`` has it.
+    LEGACY = "legacy", "legacy"
+
+
+# How the console names identity types; an external id ("external:line") is shown with its system.
+IDENTITY_LABELS = {
+    IdentityType.USER_ID: _("User ID"),
+    IdentityType.EMAIL: _("Email"),
+    IdentityType.PHONE: _("Phone"),
+    IdentityType.ANONYMOUS_ID: _("Anonymous ID"),
+}
+
+
+def identity_label(type_: str) -> str:
+    label = IDENTITY_LABELS.get(type_)
+    if label is not None:
+        return str(label)
+    if type_.startswith(IdentityType.EXTERNAL_PREFIX):
+        return gettext("External ID (%(system)s)") % {"system": type_.removeprefix(IdentityType.EXTERNAL_PREFIX)}
+    return type_
+
+
 class Merge(models.Model):
-    """A merge of ``other`` into ``into``: what moved, why, and from which event — enough to reverse it."""
+    """A merge of ``other`` into ``into``: what moved, why, and from which event — enough to reverse it.
+
+    Why is stored as facts (``reason_code``, the identity of each profile that the event carried, the
+    event), not as a sentence, so that each reader gets the sentence in their own language (``describe``)."""
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
     into = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="merges_in")
     other = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="merges_out")
-    reason = models.TextField()
+    reason_code = models.CharField(max_length=16, choices=MergeReason.choices, default=MergeReason.EVENT)
+    # [type, value] of the identity that found ``into`` and of the one that found ``other``.
+    into_identity = models.JSONField(default=list, blank=True)
+    other_identity = models.JSONField(default=list, blank=True)
+    # Free text: a legacy sentence that could not be read into facts.
+    note = models.TextField(blank=True)
     message_id = models.CharField(max_length=100, blank=True)
     event_type = models.CharField(max_length=16, blank=True)
     identities = models.JSONField(default=list)
@@ -106,3 +142,27 @@ class Merge(models.Model):
     traits_before = models.JSONField(default=dict)
     created_at = models.DateTimeField(default=clock.now)
     reversed_at = models.DateTimeField(null=True, blank=True)
+
+    def describe(self) -> str:
+        """Why the profiles were merged, as a sentence in the active language."""
+        if self.reason_code != MergeReason.EVENT or len(self.into_identity) != 2 or len(self.other_identity) != 2:
+            return self.note
+        return gettext(
+            "The %(event_type)s event %(message_id)s carried %(into_type)s “%(into_value)s” of profile #%(into)s "
+            "and %(other_type)s “%(other_value)s” of profile #%(other)s."
+        ) % {
+            "event_type": self.event_type,
+            "message_id": self.message_id,
+            "into_type": identity_label(self.into_identity[0]),
+            "into_value": self.into_identity[1],
+            "into": self.into_id,
+            "other_type": identity_label(self.other_identity[0]),
+            "other_value": self.other_identity[1],
+            "other": self.other_id,
+        }
+
+    @property
+    def reason(self) -> str:
+        """``describe`` in English: what the REST API and the admin show, the same for every caller."""
+        with translation.override("en"):
+            return self.describe()

@@ -99,6 +99,20 @@ def normalize_phone(value: object, region: str = "JP") -> str | None:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
+def phone_national(e164: str, region: str = "JP") -> str:
+    """A stored E.164 number as people in ``region`` write it (``+819012345678`` → ``090-1234-5678``); a
+    number of another country keeps its country code (``+1 415-555-0123``). Empty if it does not parse."""
+    if not e164:
+        return ""
+    try:
+        parsed = phonenumbers.parse(e164, region)
+    except phonenumbers.NumberParseException:
+        return ""
+    if phonenumbers.region_code_for_number(parsed) == region:
+        return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL)
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+
+
 def fold_text(value: str) -> str:
     """Text folded for matching: NFKC, lower case, katakana to hiragana, no whitespace."""
     text = unicodedata.normalize("NFKC", value).lower()

@@ -42,6 +42,9 @@ class MergeOut(Schema):
     into_id: int
     other_id: int
     reason: str
+    reason_code: str
+    into_identity: list[str]
+    other_identity: list[str]
     message_id: str
     event_type: str
     identities: list[list[str]]

@@ -8,6 +8,31 @@ from tsunagu.core.models import Workspace
 from tsunagu.customers.models import Customer, Identity, IdentityType, Merge
 from tsunagu.customers.normalize import fold_text, normalize_email, normalize_id, normalize_phone
 
+# Free text (a search box, `q`) is read up to this many characters and this many words: each word is one
+# LIKE condition, and thousands of them exceed SQLite's expression depth (1000) — a 500, not a search.
+MAX_QUERY_CHARS = 200
+MAX_QUERY_TERMS = 10
+# Longer than any stored identity (Identity.value is 255 characters): such a value cannot match.
+MAX_VALUE_CHARS = 255
+
+
+def clean_query(q: str | None) -> str:
+    """Free text as the selectors search for it: NUL characters removed (PostgreSQL refuses U+0000 in a
+    parameter, and no stored text holds one), trimmed, at most MAX_QUERY_CHARS characters. Callers that
+    show the query back (the console's search box) show this."""
+    return (q or "").replace("\x00", "").strip()[:MAX_QUERY_CHARS].strip()
+
+
+def usable_value(value: str) -> bool:
+    """Whether an exact value (an identity, a key) may be compared with stored ones: one with a NUL or
+    longer than any stored value matches nothing, and is not sent to the database."""
+    return "\x00" not in value and len(value) <= MAX_VALUE_CHARS
+
+
+def _terms(q: str) -> list[str]:
+    folded = (fold_text(term) for term in q.split())
+    return list(dict.fromkeys(t for t in folded if t))[:MAX_QUERY_TERMS]
+
 
 def customer_get(*, workspace: Workspace, customer_id: int) -> Customer | None:
     """A live profile of this workspace. An id that was merged away leads to the profile it lives in now."""
@@ -20,6 +45,8 @@ def customer_get(*, workspace: Workspace, customer_id: int) -> Customer | None:
 
 
 def customer_find_by_identity(*, workspace: Workspace, type_: str, value: str) -> Customer | None:
+    if not (usable_value(type_) and usable_value(value)):
+        return None
     identity = (
         Identity.objects.select_related("customer").filter(workspace=workspace, type=type_, value=value).first()
     )
@@ -36,9 +63,11 @@ def customer_list(
     q: str | None = None,
 ) -> QuerySet[Customer]:
     """Live profiles, newest id first, narrowed by identity filters (normalised as at ingestion) and by
-    free text over names (kanji or kana, any width), email and userId."""
+    free text over names (kanji or kana, any width), email and userId (see ``clean_query``)."""
     qs = Customer.objects.filter(workspace=workspace, merged_into__isnull=True)
     filters: list[tuple[str, str | None]] = []
+    if any(v is not None and "\x00" in v for v in (email, phone, user_id, anonymous_id)):
+        return qs.none()
     if email is not None:
         filters.append((IdentityType.EMAIL, normalize_email(email)))
     if phone is not None:
@@ -53,11 +82,8 @@ def customer_list(
         qs = qs.filter(
             pk__in=Identity.objects.filter(workspace=workspace, type=type_, value=value).values("customer_id")
         )
-    if q:
-        for term in q.split():
-            folded = fold_text(term)
-            if folded:
-                qs = qs.filter(Q(search_text__contains=folded))
+    for term in _terms(clean_query(q)):
+        qs = qs.filter(Q(search_text__contains=term))
     return qs.order_by("-pk")
 
 
@@ -75,8 +101,9 @@ def customer_count(*, workspace: Workspace) -> int:
 
 def customer_search(*, workspace: Workspace, q: str) -> QuerySet[Customer]:
     """One search box: free text over names (kanji or kana, any width), email and userId, or an exact email
-    or phone (normalised as at ingestion, so 090-1234-5678 finds +819012345678). Newest id first."""
-    q = (q or "").strip()
+    or phone (normalised as at ingestion, so 090-1234-5678 finds +819012345678). Newest id first.
+    ``q`` is read as ``clean_query`` reads it."""
+    q = clean_query(q)
     qs = customer_list(workspace=workspace, q=q)
     phone = normalize_phone(q) if any(ch.isdigit() for ch in q) else None
     email = normalize_email(q) if "@" in q else None

@@ -20,7 +20,7 @@ from django.db.models.base import ModelState
 from tsunagu.core import clock
 from tsunagu.core.dburl import datetime_param, json_param, json_placeholder
 from tsunagu.core.models import Workspace
-from tsunagu.customers.models import Customer, Identity, IdentityType, Merge
+from tsunagu.customers.models import Customer, Identity, IdentityType, Merge, MergeReason
 from tsunagu.customers.normalize import fold_text, normalize_email, normalize_phone
 
 Key = tuple[str, str]
@@ -73,7 +73,8 @@ class Touch:
 class PendingMerge:
     into: Customer
     other: Customer
-    reason: str
+    into_key: Key  # the identity of ``into`` the event carried
+    other_key: Key  # and the one of ``other``: together, why they merged
     message_id: str
     event_type: str
     identities: list[Key]
@@ -232,10 +233,8 @@ class ProfileBatch:
                 PendingMerge(
                     into=into,
                     other=other,
-                    reason=(
-                        f"{touch.event_type} event {touch.message_id} carried {into_key[0]} {into_key[1]!r} "
-                        f"of customer {into.pk} and {other_key[0]} {other_key[1]!r} of customer {other.pk}"
-                    ),
+                    into_key=into_key,
+                    other_key=other_key,
                     message_id=touch.message_id,
                     event_type=touch.event_type,
                     identities=moved,
@@ -307,7 +306,9 @@ class ProfileBatch:
                     workspace=self.workspace,
                     into_id=pending.into.pk,
                     other_id=pending.other.pk,
-                    reason=pending.reason,
+                    reason_code=MergeReason.EVENT,
+                    into_identity=list(pending.into_key),
+                    other_identity=list(pending.other_key),
                     message_id=pending.message_id,
                     event_type=pending.event_type,
                     identities=[list(k) for k in pending.identities],

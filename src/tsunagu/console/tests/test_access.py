@@ -9,6 +9,7 @@ from tsunagu.core.permissions import SYSTEM
 from tsunagu.core.services import membership_add, user_create
 from tsunagu.events.selectors import source_get
 from tsunagu.events.services import source_create
+from tsunagu.testing.pipeline import apply_all
 
 pytestmark = pytest.mark.django_db
 
@@ -78,11 +79,44 @@ def test_other_workspace_pages_answer_404(client_en, other_workspace):
     assert client_en.get("/w/no-such-shop/").status_code == 404
 
 
-def test_customer_and_source_ids_of_another_workspace_answer_404(client_en, workspace, other_workspace, hanako):
+@pytest.fixture
+def foreign(other_workspace):
+    """Shop B's source and a customer of Shop B, sent through Shop B's own write key."""
+    import base64
+
+    import orjson
+
+    from tsunagu.customers.selectors import customer_list
+
     b_source = source_create(workspace=other_workspace, name="B web", channel="web", actor=SYSTEM)
-    # Shop B's customer and source ids, asked for under Shop A's slug (the member's own workspace).
-    assert client_en.get(f"/w/shop-a/sources/{b_source.pk}/").status_code == 404
-    assert client_en.get(f"/w/shop-b/customers/{hanako.pk}/").status_code == 404
+    response = Client().post(
+        "/v1/identify",
+        orjson.dumps({"userId": "b-1", "traits": {"name": "Shop B customer"}}),
+        content_type="application/json",
+        headers={"Authorization": "Basic " + base64.b64encode(f"{b_source.write_key}:".encode()).decode()},
+    )
+    assert response.status_code == 200
+    apply_all(other_workspace)
+    return {"source": b_source, "customer": customer_list(workspace=other_workspace, user_id="b-1").get()}
+
+
+def test_ids_of_another_workspace_under_the_members_own_slug_answer_404(client_en, hanako, source, foreign):
+    """The slug check passes here (Shop A is the member's): only the lookup scoped by workspace stops it."""
+    b_customer, b_source = foreign["customer"], foreign["source"]
+    # The member's own ids answer, so a 404 below is about the foreign id and nothing else.
+    for url in pages("shop-a", hanako.pk, source.pk):
+        assert client_en.get(url).status_code == 200, url
+    for url in [f"/w/shop-a/customers/{b_customer.pk}/", f"/w/shop-a/sources/{b_source.pk}/"]:
+        response = client_en.get(url)
+        assert response.status_code == 404, url
+        assert b"Shop B customer" not in response.content and b_source.write_key.encode() not in response.content
+    assert client_en.post(f"/w/shop-a/sources/{b_source.pk}/rotate-key").status_code == 404
+    assert source_get(workspace=foreign["source"].workspace, source_id=b_source.pk).write_key == b_source.write_key
+
+
+def test_ids_of_another_workspace_under_its_slug_answer_404(client_en, foreign):
+    assert client_en.get(f"/w/shop-b/customers/{foreign['customer'].pk}/").status_code == 404
+    assert client_en.get(f"/w/shop-b/sources/{foreign['source'].pk}/").status_code == 404
 
 
 def test_member_cannot_rotate_another_workspaces_key(client_en, other_workspace):

@@ -121,6 +121,9 @@ def test_login_search_by_kana_and_read_the_timeline(browser: Any, demo: dict[str
     # Nothing the console loads may come from another host.
     foreign: list[str] = []
     page.on("request", lambda r: None if r.url.startswith(server.url) else foreign.append(r.url))
+    # Nor may anything it loads fail (a missing favicon was a 404 and a warning in the log on every page).
+    failed: list[str] = []
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
 
     page.goto(f"{server.url}/w/demo/customers/")
     assert page.url.startswith(f"{server.url}/login/")  # login required
@@ -178,6 +181,9 @@ def test_login_search_by_kana_and_read_the_timeline(browser: Any, demo: dict[str
         page.reload()
         assert page.locator("html").get_attribute("lang") == "ja"
 
+    icon = page.locator('link[rel="icon"]').get_attribute("href")
+    assert context.request.get(f"{server.url}{icon}").status == 200
+    assert failed == []
     assert foreign == []
     context.close()
 

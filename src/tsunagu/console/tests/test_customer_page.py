@@ -85,7 +85,8 @@ def test_merges_are_listed_and_a_merged_id_redirects(client_en, send, workspace)
 
     html = client_en.get(f"/w/shop-a/customers/{known.pk}/").content.decode()
     section = html.split('id="h-merges"', 1)[1].split("</section>", 1)[0]
-    assert f"Profile #{anonymous.pk} was merged into this one" in section
+    link = f'<a href="/w/shop-a/customers/{anonymous.pk}/">#{anonymous.pk}</a>'
+    assert f"Profile {link} was merged into this one" in section
     assert "2 events moved" in section
     # The anonymous profile's events now sit on the known customer's timeline.
     assert "Coupon Viewed" in html and "ch-app" in html
