@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 from django.db import connection
-from django.db.models import Count, QuerySet
+from django.db.models import Count, QuerySet, Sum
 
 from tsunagu.core import clock
 from tsunagu.core.models import Workspace
@@ -165,8 +165,12 @@ def ingestion_pending(*, workspace_id: int) -> tuple[int, dt.datetime | None]:
 def ingestion_status(*, workspace_id: int) -> dict[str, Any]:
     """What ``GET /api/v1/ingestion`` answers: pending, applied (events stored, duplicates not counted),
     duplicates, and how long the oldest pending event has waited."""
-    position, applied, duplicates = applier_position(workspace_id=workspace_id)
+    position = applier_position(workspace_id=workspace_id)[0]
     pending, oldest = get_log().pending(workspace_id=workspace_id, after=position)
+    # The counters are read again, after the log: a chunk the applier commits between the two reads would
+    # otherwise show as neither pending nor applied ("pending 0" with "applied" short). Read after, they
+    # include every chunk whose records the log no longer counts.
+    _position, applied, duplicates = applier_position(workspace_id=workspace_id)
     oldest_ms = None if oldest is None else max(0.0, round((clock.now() - oldest).total_seconds() * 1000, 1))
     return {"pending": pending, "applied": applied, "duplicates": duplicates, "oldest_pending_ms": oldest_ms}
 
@@ -185,9 +189,11 @@ def ingestion_overview() -> dict[str, Any]:
         if oldest is not None and (oldest_all is None or oldest < oldest_all):
             oldest_all = oldest
     oldest_ms = None if oldest_all is None else max(0.0, (clock.now() - oldest_all).total_seconds() * 1000)
+    # Counters read after the log, as in ``ingestion_status``.
+    totals = ApplierState.objects.aggregate(applied=Sum("applied"), duplicates=Sum("duplicates"))
     return {
         "pending": pending_total,
-        "applied": sum(s[1] for s in states.values()),
-        "duplicates": sum(s[2] for s in states.values()),
+        "applied": totals["applied"] or 0,
+        "duplicates": totals["duplicates"] or 0,
         "oldest_pending_ms": oldest_ms,
     }

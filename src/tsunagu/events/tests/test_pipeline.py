@@ -243,3 +243,24 @@ def test_readyz_reports_the_backlog(send):
     assert body["ingestion"]["oldest_pending_ms"] >= 0
     apply_all()
     assert Client().get("/readyz").json()["ingestion"] == {"pending": 0, "oldest_pending_ms": None}
+
+
+def test_status_never_shows_a_chunk_as_neither_pending_nor_applied(send, workspace, monkeypatch):
+    """The applier may commit between the two reads of ``ingestion_status``; a caller that waits for
+    ``pending == 0`` must then see every event in ``applied`` (read skew found on PostgreSQL)."""
+    from tsunagu.events import selectors
+    from tsunagu.events.log import get_log
+
+    send("/v1/batch", {"batch": [{"type": "track", **track(i)} for i in range(3)]}, apply=False)
+    log = get_log()
+    real_pending = log.pending
+
+    def pending_while_the_applier_commits(**kwargs: Any) -> Any:
+        events_apply_pending(workspace_id=workspace.pk)  # lands between the two reads...
+        # ...and its commit trims the log (on_commit, which the test's own transaction never reaches).
+        log.trim(workspace_id=workspace.pk, position=ApplierState.objects.get(pk=workspace.pk).position)
+        return real_pending(**kwargs)
+
+    monkeypatch.setattr(log, "pending", pending_while_the_applier_commits)
+    status = selectors.ingestion_status(workspace_id=workspace.pk)
+    assert (status["pending"], status["applied"]) == (0, 3)
