@@ -128,3 +128,35 @@ def test_a_second_process_opening_the_log_later_sees_every_record(tmp_path):
     assert [r.id for r in later.read(workspace_id=1, after=0, max_events=10)] == [rid]
     with sqlite3.connect(path) as raw:
         assert raw.execute("SELECT count(*) FROM log").fetchone()[0] == 1
+
+
+def test_a_failing_append_fails_alone_and_leaves_the_log_usable(tmp_path):
+    """What group commit's savepoints guaranteed before: one request's failure is its own. Here each append
+    is its own transaction: a failed one is rolled back, raises to its caller only, and the appends around
+    it — concurrent ones included — are stored and durable."""
+    log = SqliteLog(tmp_path / "log.sqlite3")
+    before = append(log)
+    with pytest.raises(sqlite3.Error):
+        log.append(workspace_id=1, source_id=7, received_at=NOW, count=1, body=object())  # type: ignore[arg-type]
+    assert not log._conn.in_transaction
+    results: list[int] = []
+    errors: list[BaseException] = []
+
+    def worker(i: int) -> None:
+        try:
+            if i == 3:
+                log.append(workspace_id=1, source_id=7, received_at=NOW, count=1, body=object())  # type: ignore[arg-type]
+            else:
+                results.append(append(log))
+        except sqlite3.Error as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 1 and len(results) == 5
+    stored = [r.id for r in log.read(workspace_id=1, after=0, max_events=100)]
+    assert stored == sorted([before, *results])
+    assert log._counters()[1] >= max(results)
