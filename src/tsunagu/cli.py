@@ -255,6 +255,53 @@ def cmd_source_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    """History through the one way in: validated like /v1/batch, appended to the ingest log, applied by the
+    applier (a running worker, or this process with --apply)."""
+    from tsunagu.core.errors import NotFound
+    from tsunagu.events.selectors import ingestion_status, source_get
+    from tsunagu.events.services import events_import
+
+    workspace = _workspace(args.workspace)
+    source = source_get(workspace=workspace, source_id=args.source)
+    if source is None:
+        raise NotFound(f"source {args.source} not found in workspace {workspace.slug!r}", field="source")
+
+    def waiting(seconds: int) -> None:
+        if args.apply:  # no worker to wait for: make room by applying here
+            from tsunagu.events.applier import events_apply_pending
+
+            events_apply_pending(workspace_id=workspace.pk, timeout=300)
+            return
+        print(f"tsunagu import: backlog full, waiting {seconds} s for the applier", file=sys.stderr)
+
+    if args.file == "-":
+        result = events_import(source=source, lines=sys.stdin.buffer, on_wait=waiting)
+    else:
+        try:
+            handle = open(args.file, "rb")  # noqa: SIM115 - closed below, after the import
+        except OSError as exc:
+            raise NotFound(f"cannot read {args.file}: {exc.strerror}", field="file") from exc
+        with handle:
+            result = events_import(source=source, lines=handle, on_wait=waiting)
+    applied = None
+    if args.apply:
+        from tsunagu.events.applier import events_apply_pending
+
+        applied = events_apply_pending(workspace_id=workspace.pk, timeout=300).stored
+    status = ingestion_status(workspace_id=workspace.pk)
+    rejected = [{"line": n, "field": f, "message": m} for n, f, m in result.rejected]
+    text = f"appended {result.appended} events to the ingest log; {status['pending']} waiting to be applied"
+    if applied is not None:
+        text += f" (applied {applied} in this process)"
+    if rejected:
+        first = rejected[0]
+        text += f"; rejected {len(rejected)} lines, first line {first['line']}: {first['field']}: {first['message']}"
+    _emit(args, {"appended": result.appended, "applied": applied, "rejected": rejected, **status}, text)
+    # Valid events are kept either way; a rejected line is bad input, so the exit status says so.
+    return 2 if rejected else 0
+
+
 def _key_dict(key: Any) -> dict[str, Any]:
     return {
         "id": key.pk,
@@ -483,6 +530,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel", default="web")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_source_create)
+    p = sub.add_parser("import", help="import events (NDJSON, one Segment event per line) through the ingest log")
+    p.add_argument("file", help="the file, or - for standard input")
+    p.add_argument("--workspace", required=True)
+    p.add_argument("--source", type=int, required=True, help="id of the source the events come from")
+    p.add_argument("--apply", action="store_true", help="apply them in this process too (no worker needed)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_import)
     p = src.add_parser("list")
     p.add_argument("--workspace", required=True)
     p.add_argument("--json", action="store_true")

@@ -12,8 +12,11 @@ import datetime as dt
 import secrets
 import threading
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.db import transaction
 
@@ -27,7 +30,7 @@ from tsunagu.events.log import get_log
 from tsunagu.events.models import Channel, Source
 from tsunagu.events.selectors import ingestion_pending
 from tsunagu.events.timing import CHANNELS
-from tsunagu.events.validation import ParsedEvent
+from tsunagu.events.validation import FieldError, ParsedEvent
 
 
 class Backlogged(TsunaguError):
@@ -127,3 +130,61 @@ def events_append(
         count=len(events),
         body=codec.encode(events),
     )
+
+
+@dataclass(slots=True)
+class ImportResult:
+    appended: int = 0
+    rejected: list[tuple[int, str, str]] = field(default_factory=list)  # (line, field, message)
+
+
+def events_import(
+    *, source: Source, lines: Iterable[bytes | str], batch_size: int = 500, on_wait: Any = None
+) -> ImportResult:
+    """Bulk path for history (``tsunagu import``): one Segment event per line (NDJSON), validated exactly
+    as ``/v1/batch`` validates, appended to the ingest log in batches — the applier then applies them like
+    any other events. Invalid lines are skipped and reported with their line number; the valid ones are
+    kept. When the workspace's backlog is past its bound, waits ``Retry-After`` seconds and retries (calling
+    ``on_wait(seconds)`` first), so an import never drops an event and never floods the log."""
+    from tsunagu.events.validation import NUL_MESSAGE, Invalid, nul_path, parse_event
+
+    result = ImportResult()
+    pending: list[ParsedEvent] = []
+
+    def flush() -> None:
+        while pending:
+            try:
+                events_append(source=source, events=pending)
+            except Backlogged as exc:
+                if on_wait is not None:
+                    on_wait(exc.retry_after)  # may make room itself (``tsunagu import --apply``)
+                if ingestion_pending(workspace_id=source.workspace_id)[0] >= int(settings.TSUNAGU_INGEST_MAX_PENDING):
+                    time.sleep(exc.retry_after)
+                _backlog.pop(source.workspace_id, None)  # look again rather than trust the cached count
+                continue
+            result.appended += len(pending)
+            pending.clear()
+
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text:
+            continue
+        try:
+            payload = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            result.rejected.append((number, "line", f"not valid JSON: {exc}"))
+            continue
+        try:
+            if not isinstance(payload, dict):
+                raise Invalid([FieldError("line", "must be a JSON object (one event)")])
+            if (where := nul_path(payload, "")) is not None:
+                raise Invalid([FieldError(where, NUL_MESSAGE)])
+            pending.append(parse_event(payload, type_=None, where="", max_bytes=settings.TSUNAGU_MAX_EVENT_BYTES))
+        except Invalid as inv:
+            first = inv.errors[0]
+            result.rejected.append((number, first.field, first.message))
+            continue
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    return result

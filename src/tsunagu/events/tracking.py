@@ -25,7 +25,16 @@ from tsunagu.events import metrics
 from tsunagu.events.models import Source
 from tsunagu.events.selectors import source_by_write_key
 from tsunagu.events.services import Backlogged, events_append
-from tsunagu.events.validation import FieldError, Invalid, ParsedEvent, parse_event, parse_time
+from tsunagu.events.validation import (
+    NUL_ESCAPE,
+    NUL_MESSAGE,
+    FieldError,
+    Invalid,
+    ParsedEvent,
+    nul_path,
+    parse_event,
+    parse_time,
+)
 
 log = logging.getLogger(__name__)
 
@@ -133,32 +142,6 @@ def _source(request: HttpRequest, body: dict[str, Any]) -> Source:
     return source
 
 
-# U+0000 can only reach a JSON text escaped; PostgreSQL can store it neither in text nor in jsonb. A
-# substring search of the body rules it out for nearly every request before any walk of the values.
-_NUL_ESCAPE = b"\\u0000"
-_NUL_MESSAGE = "must not contain the NUL character (U+0000)"
-
-
-def _nul_path(value: Any, path: str, depth: int = 0) -> str | None:
-    """The path (``properties.note``) of the first key or string holding U+0000, or None."""
-    if isinstance(value, str):
-        return path if "\x00" in value else None
-    if depth > 64:  # deeper than validation allows; it is refused there
-        return None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            where = f"{path}.{key}" if path else str(key)
-            if "\x00" in key:
-                return where.replace("\x00", "\\u0000")
-            if (found := _nul_path(item, where, depth + 1)) is not None:
-                return found
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            if (found := _nul_path(item, f"{path}[{index}]", depth + 1)) is not None:
-                return found
-    return None
-
-
 def _identify_traits_from_context(payload: Any, type_: str | None) -> None:
     """RudderStack's SDKs send an identify's traits in ``context.traits`` only; Segment's at the top level.
     Take them from the context when the top level has none, so both SDKs update the profile alike."""
@@ -224,8 +207,8 @@ def _single(request: HttpRequest, type_: str) -> HttpResponse:
         source = _source(request, body)
     except _Reject as rej:
         return _error(rej.status, rej.message, field=rej.field)
-    if _NUL_ESCAPE in raw and (where := _nul_path(body, "")) is not None:
-        return _error(400, f"{where}: {_NUL_MESSAGE}", field=where)
+    if NUL_ESCAPE in raw and (where := nul_path(body, "")) is not None:
+        return _error(400, f"{where}: {NUL_MESSAGE}", field=where)
     _identify_traits_from_context(body, type_)
     try:
         event = parse_event(body, type_=type_, where="", max_bytes=settings.TSUNAGU_MAX_EVENT_BYTES)
@@ -273,17 +256,17 @@ def _batch(request: HttpRequest, *, bare_array: bool) -> HttpResponse:
     shared_context = context if isinstance(context, dict) else None
     valid: list[ParsedEvent] = []
     rejected: list[dict[str, Any]] = []
-    may_hold_nul = _NUL_ESCAPE in raw
+    may_hold_nul = NUL_ESCAPE in raw
     for index, item in enumerate(items):
         if shared_context and isinstance(item, dict) and "context" not in item:
             item["context"] = shared_context
-        if may_hold_nul and (where := _nul_path(item, f"batch[{index}]")) is not None:
+        if may_hold_nul and (where := nul_path(item, f"batch[{index}]")) is not None:
             message_id = item.get("messageId") if isinstance(item, dict) else None
             rejected.append(
                 {
                     "index": index,
                     "messageId": message_id if isinstance(message_id, str) and "\x00" not in message_id else None,
-                    "errors": [{"field": where, "message": _NUL_MESSAGE}],
+                    "errors": [{"field": where, "message": NUL_MESSAGE}],
                 }
             )
             continue

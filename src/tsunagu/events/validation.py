@@ -233,3 +233,29 @@ def parse_event(
     if errors:
         raise Invalid(errors)
     return event
+
+
+# U+0000 can only reach a JSON text escaped; PostgreSQL can store it neither in text nor in jsonb. A
+# substring search of the body rules it out for nearly every request before any walk of the values.
+NUL_ESCAPE = b"\\u0000"
+NUL_MESSAGE = "must not contain the NUL character (U+0000)"
+
+
+def nul_path(value: Any, path: str, depth: int = 0) -> str | None:
+    """The path (``properties.note``) of the first key or string holding U+0000, or None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if depth > 64:  # deeper than validation allows; it is refused there
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if "\x00" in key:
+                return where.replace("\x00", "\\u0000")
+            if (found := nul_path(item, where, depth + 1)) is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if (found := nul_path(item, f"{path}[{index}]", depth + 1)) is not None:
+                return found
+    return None
