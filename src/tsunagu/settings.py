@@ -246,8 +246,10 @@ TSUNAGU_INGEST_BACKLOG_TTL = float(os.environ.get("TSUNAGU_INGEST_BACKLOG_TTL", 
 TSUNAGU_APPLY_CHUNK = int(os.environ.get("TSUNAGU_APPLY_CHUNK", 5000))
 TSUNAGU_APPLIER_LEASE = float(os.environ.get("TSUNAGU_APPLIER_LEASE", 15))
 
-# prometheus-client's multiprocess mode: every web and worker process of this machine writes its counters
-# here, and /metrics adds them up. Set before prometheus_client is first imported (it reads it then).
+# prometheus-client's multiprocess mode: every web and worker process of this data directory writes its
+# counters here, and /metrics adds them up. Set (not defaulted) before prometheus_client is first imported
+# (it reads it then): a child process started with another TSUNAGU_DATA_DIR must not inherit its parent's.
+METRICS_DIR = Path(os.environ.get("TSUNAGU_METRICS_DIR") or DATA_DIR / "metrics").resolve()
 with contextlib.suppress(OSError):
-    (DATA_DIR / "metrics").mkdir(mode=0o700, parents=True, exist_ok=True)
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(DATA_DIR / "metrics"))
+    METRICS_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)

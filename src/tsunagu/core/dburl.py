@@ -121,7 +121,7 @@ def datetime_param(value: dt.datetime | None, vendor: str) -> Any:
 # -- file permissions ----------------------------------------------------------------------------------
 # The database holds session keys, write keys and password hashes. New files are private through the
 # processes' umask (tsunagu.cli.UMASK); these were perhaps created before it, by an older version.
-SQLITE_SIDE_FILES = ("", "-wal", "-shm", "-journal", "-ingest.lock")
+SQLITE_SIDE_FILES = ("", "-wal", "-shm", "-journal")
 
 
 def sqlite_restrict_files(path: str) -> None:

@@ -128,7 +128,10 @@ def test_admin_may_rotate(workspace, source):
 def test_sources_are_listed_by_name_then_id(client_en, workspace):
     from tsunagu.events.services import source_create
 
-    created = [source_create(workspace=workspace, name=name, channel="web") for name in ("Store", "App", "Web", "App")]
+    created = [
+        source_create(workspace=workspace, name=name, channel="web", actor=SYSTEM)
+        for name in ("Store", "App", "Web", "App")
+    ]
     body = client_en.get("/w/shop-a/sources/").content.decode()
     listed = [int(i) for i in re.findall(r'<td><a href="/w/shop-a/sources/(\d+)/">', body)]
     store, app_1, web, app_2 = (s.pk for s in created)

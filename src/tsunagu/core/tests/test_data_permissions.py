@@ -49,13 +49,13 @@ def test_migrate_creates_a_private_data_dir_and_database(tmp_path: Path, permiss
 
 
 def test_database_files_written_while_serving_are_private(tmp_path: Path, permissive_umask: None) -> None:
-    """The WAL, shared-memory and ingestion lock files appear only once something writes: ingest one event
-    through a real server and look at every file then."""
+    """The WAL, shared-memory, ingest log and metrics files appear only once something writes: ingest one
+    event through a real server (web and applier) and look at every file then."""
     from tsunagu.testing.live import LiveServer
 
     server = LiveServer(data_dir=tmp_path / "serving")
     server.env = {**server.env, "TSUNAGU_DATABASE_URL": f"sqlite:///{server.data_dir / 'tsunagu.sqlite3'}"}
-    write_key, _token, _slug = server.provision(name="Perm Shop", slug="perm-shop")
+    write_key, token, _slug = server.provision(name="Perm Shop", slug="perm-shop")
     server.start(workers=1)
     try:
         import requests
@@ -64,11 +64,22 @@ def test_database_files_written_while_serving_are_private(tmp_path: Path, permis
             f"{server.url}/v1/track", json={"userId": "u1", "event": "Viewed"}, auth=(write_key, ""), timeout=10
         )
         assert sent.status_code == 200, sent.text
+        server.wait_applied(token)
         names = {p.name for p in server.data_dir.iterdir() if p.is_file()}
-        assert {"tsunagu.sqlite3-wal", "tsunagu.sqlite3-shm", "tsunagu.sqlite3-ingest.lock"} <= names, names
+        log_files = {
+            "ingest-log.sqlite3",
+            "ingest-log.sqlite3-wal",
+            "ingest-log.sqlite3.lock",
+            "ingest-log.sqlite3.sync",
+        }
+        assert {"tsunagu.sqlite3-wal", "tsunagu.sqlite3-shm", *log_files} <= names, names
         for name in names:
-            if name.startswith(("tsunagu.sqlite3", "secret_key")):
+            if name.startswith(("tsunagu.sqlite3", "ingest-log", "secret_key")):
                 assert _mode(server.data_dir / name) == 0o600, f"{name} is {oct(_mode(server.data_dir / name))}"
+        metrics = server.data_dir / "metrics"
+        assert _mode(metrics) == 0o700 and list(metrics.iterdir())
+        for path in metrics.iterdir():
+            assert _mode(path) == 0o600, f"{path.name} is {oct(_mode(path))}"
     finally:
         server.stop()
 

@@ -11,6 +11,7 @@ import pytest
 import requests
 from django.test import Client
 
+from tsunagu.core.permissions import SYSTEM
 from tsunagu.core.services import membership_add, user_create
 
 pytestmark = pytest.mark.django_db
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.django_db
 def logged_in(workspace: Any, settings: Any) -> Client:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     user = user_create(username="keiko", password="a long passphrase 1")
-    membership_add(workspace=workspace, user=user)
+    membership_add(workspace=workspace, user=user, role="owner", actor=SYSTEM)
     client = Client(headers={"Accept-Language": "en"})
     client.force_login(user)
     return client
