@@ -23,8 +23,9 @@ SQLITE_INIT = (
     "PRAGMA temp_store=MEMORY;"
     "PRAGMA cache_size=-65536;"
     "PRAGMA mmap_size=268435456;"
-    # Checkpoints are run by a background thread of the web workers (tsunagu.events.group_commit); a commit
-    # runs one itself only past 64 MB of WAL (processes without that thread: the worker, the CLI).
+    # The applier is nearly the only writer, in large transactions: a commit checkpoints only past 64 MB of
+    # WAL, so that checkpoints (each with fsyncs of their own) are rare, yet the WAL cannot grow unbounded
+    # (a long WAL slows every reader and the writer).
     "PRAGMA wal_autocheckpoint=16384;"
 )
 
