@@ -1,0 +1,240 @@
+"""The ``tsunagu`` sub-commands that manage workspaces and their data: users, workspaces, members, API keys,
+sources and imports. Thin, like the rest of the CLI (``tsunagu.cli`` parses the arguments): call services
+and selectors, print one line or, with ``--json``, one JSON object. Users' scripts rely on these outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+
+def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+    print(json.dumps(data, ensure_ascii=False) if getattr(args, "json", False) else text)
+
+
+def _workspace(slug: str) -> Any:
+    from tsunagu.core.errors import NotFound
+    from tsunagu.core.selectors import workspace_get
+
+    workspace = workspace_get(slug=slug)
+    if workspace is None:
+        raise NotFound(f"workspace {slug!r} not found")
+    return workspace
+
+
+def _cli_actor() -> Any:
+    """Whoever runs ``tsunagu`` can read the database file: the CLI acts as an owner, named in the audit log
+    by the operating-system user."""
+    import getpass
+
+    from tsunagu.core.permissions import System
+
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):
+        who = "unknown"
+    return System(f"tsunagu CLI ({who})")
+
+
+def _user(username: str) -> Any:
+    from tsunagu.core.errors import NotFound
+    from tsunagu.core.selectors import user_get
+
+    user = user_get(username=username)
+    if user is None:
+        raise NotFound(f"user {username!r} not found", field="username")
+    return user
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def _when(value: Any) -> str:
+    return value.isoformat(timespec="seconds") if value else "-"
+
+
+def cmd_createuser(args: argparse.Namespace) -> int:
+    from django.db import transaction
+    from django.utils import translation
+
+    from tsunagu.core.errors import ValidationError
+    from tsunagu.core.services import membership_add, user_create
+
+    if args.role is not None and not args.workspace:
+        raise ValidationError("--role needs --workspace (the workspace the role is in)", field="role")
+    password = args.password or os.environ.get("TSUNAGU_PASSWORD")
+    if not password:
+        raise ValidationError("give --password or set TSUNAGU_PASSWORD", field="password")
+    workspace = _workspace(args.workspace) if args.workspace else None
+    # One transaction: a membership that fails (bad role) must not leave a user behind that blocks a retry.
+    # Django's validators speak the active language; the CLI speaks English like all its other messages.
+    with transaction.atomic(), translation.override("en"):
+        user = user_create(
+            username=args.username, password=password, email=args.email or "", is_superuser=args.superuser
+        )
+        if workspace is not None:
+            membership_add(workspace=workspace, user=user, role=args.role or "owner", actor=_cli_actor())
+    _emit(args, {"username": user.username}, f"created user {user.username}")
+    return 0
+
+
+def cmd_workspace_create(args: argparse.Namespace) -> int:
+    from tsunagu.core.services import workspace_create
+
+    ws = workspace_create(name=args.name, slug=args.slug, actor=_cli_actor())
+    _emit(args, {"slug": ws.slug, "name": ws.name}, ws.slug)
+    return 0
+
+
+def _source_dict(source: Any) -> dict[str, Any]:
+    return {"id": source.pk, "name": source.name, "channel": source.channel, "write_key": source.write_key}
+
+
+def cmd_source_create(args: argparse.Namespace) -> int:
+    from tsunagu.events.services import source_create
+
+    source = source_create(
+        workspace=_workspace(args.workspace), name=args.name, channel=args.channel, actor=_cli_actor()
+    )
+    _emit(args, _source_dict(source), source.write_key)
+    return 0
+
+
+def cmd_source_list(args: argparse.Namespace) -> int:
+    from tsunagu.events.selectors import source_list
+
+    sources = list(source_list(workspace=_workspace(args.workspace)).order_by("id"))
+    rows = [["ID", "NAME", "CHANNEL", "WRITE KEY"]]
+    rows += [[str(s.pk), s.name, s.channel, s.write_key] for s in sources]
+    _emit(args, {"items": [_source_dict(s) for s in sources]}, _table(rows))
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """History through the one way in: validated like /v1/batch, appended to the ingest log, applied by the
+    applier (a running worker, or this process with --apply)."""
+    from tsunagu.core.errors import NotFound
+    from tsunagu.events.selectors import ingestion_status, source_get
+    from tsunagu.events.services import events_import
+
+    workspace = _workspace(args.workspace)
+    source = source_get(workspace=workspace, source_id=args.source)
+    if source is None:
+        raise NotFound(f"source {args.source} not found in workspace {workspace.slug!r}", field="source")
+
+    def waiting(seconds: int) -> None:
+        if args.apply:  # no worker to wait for: make room by applying here
+            from tsunagu.events.applier import events_apply_pending
+
+            events_apply_pending(workspace_id=workspace.pk, timeout=300)
+            return
+        print(f"tsunagu import: backlog full, waiting {seconds} s for the applier", file=sys.stderr)
+
+    if args.file == "-":
+        result = events_import(source=source, lines=sys.stdin.buffer, on_wait=waiting)
+    else:
+        try:
+            handle = open(args.file, "rb")  # noqa: SIM115 - closed below, after the import
+        except OSError as exc:
+            raise NotFound(f"cannot read {args.file}: {exc.strerror}", field="file") from exc
+        with handle:
+            result = events_import(source=source, lines=handle, on_wait=waiting)
+    applied = None
+    if args.apply:
+        from tsunagu.events.applier import events_apply_pending
+
+        applied = events_apply_pending(workspace_id=workspace.pk, timeout=300).stored
+    status = ingestion_status(workspace_id=workspace.pk)
+    rejected = [{"line": n, "field": f, "message": m} for n, f, m in result.rejected]
+    text = f"appended {result.appended} events to the ingest log; {status['pending']} waiting to be applied"
+    if applied is not None:
+        text += f" (applied {applied} in this process)"
+    if rejected:
+        first = rejected[0]
+        text += f"; rejected {len(rejected)} lines, first line {first['line']}: {first['field']}: {first['message']}"
+    _emit(args, {"appended": result.appended, "applied": applied, "rejected": rejected, **status}, text)
+    # Valid events are kept either way; a rejected line is bad input, so the exit status says so.
+    return 2 if rejected else 0
+
+
+def _key_dict(key: Any) -> dict[str, Any]:
+    return {
+        "id": key.pk,
+        "name": key.name,
+        "prefix": key.prefix,
+        "role": key.role,
+        "created_at": _when(key.created_at),
+        "last_used_at": key.last_used_at and _when(key.last_used_at),
+        "revoked_at": key.revoked_at and _when(key.revoked_at),
+    }
+
+
+def cmd_apikey_create(args: argparse.Namespace) -> int:
+    from tsunagu.core.services import apikey_create
+
+    key, token = apikey_create(
+        workspace=_workspace(args.workspace), name=args.name, role=args.role, actor=_cli_actor()
+    )
+    _emit(args, {"id": key.pk, "token": token, "role": key.role}, token)
+    return 0
+
+
+def cmd_apikey_list(args: argparse.Namespace) -> int:
+    from tsunagu.core.selectors import apikey_list
+
+    keys = list(apikey_list(workspace=_workspace(args.workspace)))
+    rows = [["ID", "NAME", "ROLE", "PREFIX", "CREATED", "REVOKED"]]
+    rows += [[str(k.pk), k.name, k.role, k.prefix, _when(k.created_at), _when(k.revoked_at)] for k in keys]
+    _emit(args, {"items": [_key_dict(k) for k in keys]}, _table(rows))
+    return 0
+
+
+def cmd_apikey_revoke(args: argparse.Namespace) -> int:
+    from tsunagu.core.services import apikey_revoke
+
+    key = apikey_revoke(workspace=_workspace(args.workspace), key_id=args.id, actor=_cli_actor())
+    _emit(args, _key_dict(key), f"revoked API key {key.pk} ({key.name})")
+    return 0
+
+
+def cmd_member_add(args: argparse.Namespace) -> int:
+    from tsunagu.core.services import membership_add
+
+    workspace = _workspace(args.workspace)
+    m = membership_add(workspace=workspace, user=_user(args.username), role=args.role, actor=_cli_actor())
+    _emit(args, {"username": args.username, "role": m.role}, f"{args.username} is now {m.role} of {workspace.slug}")
+    return 0
+
+
+def cmd_member_list(args: argparse.Namespace) -> int:
+    from tsunagu.core.selectors import membership_list
+
+    members = list(membership_list(workspace=_workspace(args.workspace)))
+    rows = [["USERNAME", "ROLE", "SINCE"]] + [[m.user.username, m.role, _when(m.created_at)] for m in members]
+    items = [{"username": m.user.username, "role": m.role, "created_at": _when(m.created_at)} for m in members]
+    _emit(args, {"items": items}, _table(rows))
+    return 0
+
+
+def cmd_member_role(args: argparse.Namespace) -> int:
+    from tsunagu.core.services import membership_change_role
+
+    workspace = _workspace(args.workspace)
+    m = membership_change_role(workspace=workspace, user=_user(args.username), role=args.role, actor=_cli_actor())
+    _emit(args, {"username": args.username, "role": m.role}, f"{args.username} is now {m.role} of {workspace.slug}")
+    return 0
+
+
+def cmd_member_remove(args: argparse.Namespace) -> int:
+    from tsunagu.core.services import membership_remove
+
+    workspace = _workspace(args.workspace)
+    membership_remove(workspace=workspace, user=_user(args.username), actor=_cli_actor())
+    _emit(args, {"username": args.username}, f"{args.username} removed from {workspace.slug}")
+    return 0
