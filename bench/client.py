@@ -93,11 +93,11 @@ def _cpu() -> float:
 
 
 def _ingest_client(
-    index: int, port: int, write_key: str, events: int, seed: int, ready: Any, go: Any, out: Any
+    index: int, port: int, write_key: str, events: int, seed: int, size: int, ready: Any, go: Any, out: Any
 ) -> None:
     requests = [
         (payloads.http_request("/v1/batch", payloads.batch_body(items), write_key=write_key, port=port), len(items))
-        for items in payloads.batches(seed, events)
+        for items in payloads.batches(seed, events, size=size)
     ]
     conn = Connection(port)
     result = ClientResult()
@@ -119,15 +119,30 @@ def _ingest_client(
     out.put((index, result))
 
 
-def run_ingest(*, port: int, write_key: str, events: int, clients: int, seed: int) -> dict[str, Any]:
-    """Send ``events`` events split across ``clients`` processes; returns timings and counts."""
+def client_share(events: int, clients: int) -> list[int]:
+    return [events // clients + (1 if i < events % clients else 0) for i in range(clients)]
+
+
+def client_batches(*, events: int, clients: int, seed: int, size: int) -> list[list[dict[str, Any]]]:
+    """Exactly the batches ``run_ingest`` sends (same seeds), for the baseline."""
+    share = client_share(events, clients)
+    return [b for i in range(clients) for b in payloads.batches(seed * 1000 + i, share[i], size=size)]
+
+
+def run_ingest(
+    *, port: int, write_key: str, events: int, clients: int, seed: int, size: int = 500
+) -> dict[str, Any]:
+    """Send ``events`` events in batches of ``size`` split across ``clients`` processes; returns timings and
+    counts."""
     ctx = mp.get_context("fork")
     ready = ctx.Barrier(clients + 1)
     go = ctx.Event()
     out = ctx.Queue()
-    share = [events // clients + (1 if i < events % clients else 0) for i in range(clients)]
+    share = client_share(events, clients)
     procs = [
-        ctx.Process(target=_ingest_client, args=(i, port, write_key, share[i], seed * 1000 + i, ready, go, out))
+        ctx.Process(
+            target=_ingest_client, args=(i, port, write_key, share[i], seed * 1000 + i, size, ready, go, out)
+        )
         for i in range(clients)
     ]
     for p in procs:
@@ -238,3 +253,127 @@ def run_latency(*, port: int, write_key: str, rate: float, seconds: float, clien
         "max_ms": latencies[-1] * 1000.0,
         "client_cpu": sum(r.cpu for r in results),
     }
+
+
+# -- ack -> visible: batches at a fixed rate while a poller watches the applier ---------------------------
+
+
+def _get(conn: Connection, path: str, token: str) -> dict[str, Any]:
+    raw = (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{conn.port}\r\nAuthorization: Bearer {token}\r\n"
+        "Connection: keep-alive\r\n\r\n"
+    ).encode()
+    status, body = conn.request(raw)
+    if status != 200:
+        raise HttpError(f"{path}: {status} {body[:200]!r}")
+    return dict(orjson.loads(body))
+
+
+def ingestion_status(port: int, token: str) -> dict[str, Any]:
+    conn = Connection(port)
+    try:
+        return _get(conn, "/api/v1/ingestion", token)
+    finally:
+        conn.close()
+
+
+def _visibility_client(
+    port: int, write_key: str, token: str, rate: float, seconds: float, size: int, seed: int, out: Any
+) -> None:
+    import threading
+
+    rng = random.Random(seed)
+    now = dt.datetime.now(dt.UTC)
+    per_second = rate / size
+    count = max(1, int(per_second * seconds))
+    requests = []
+    for _ in range(count):
+        items = [payloads.event(rng, now) for _ in range(size)]
+        requests.append(payloads.http_request("/v1/batch", payloads.batch_body(items), write_key=write_key, port=port))
+    poll_conn = Connection(port)
+    applied0 = int(_get(poll_conn, "/api/v1/ingestion", token)["applied"])
+    samples: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        # The time a sample is taken is when its answer arrived: an upper bound of when the count was true.
+        while not stop.is_set():
+            applied = int(_get(poll_conn, "/api/v1/ingestion", token)["applied"]) - applied0
+            samples.append((time.monotonic(), applied))
+            time.sleep(0.002)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    conn = Connection(port)
+    acks: list[tuple[float, float, int]] = []  # (scheduled, acknowledged, cumulative events)
+    errors, first_error = 0, ""
+    poller.start()
+    start = time.monotonic() + 0.05
+    interval = 1.0 / per_second
+    for i, raw in enumerate(requests):
+        due = start + i * interval
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        status, body = conn.request(raw)
+        if status == 200:
+            acks.append((due, time.monotonic(), (len(acks) + 1) * size))
+        else:
+            errors += 1
+            first_error = first_error or f"{status} {body[:300]!r}"
+    finished = time.monotonic()
+    total = len(acks) * size
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not samples or samples[-1][1] < total):
+        time.sleep(0.01)
+    stop.set()
+    poller.join(timeout=10)
+    conn.close()
+    poll_conn.close()
+    # One workspace is applied in log order and one client appends sequentially, so a batch is visible once
+    # `applied` reaches the events acknowledged up to and including it.
+    visible: list[float] = []
+    j = 0
+    for _due, acked, cumulative in acks:
+        while j < len(samples) and samples[j][1] < cumulative:
+            j += 1
+        if j == len(samples):
+            break
+        visible.append(max(0.0, samples[j][0] - acked))
+    ack_ms = sorted((a - d) * 1000 for d, a, _ in acks)
+    gaps = [b[0] - a[0] for a, b in zip(samples, samples[1:], strict=False)]
+    out.put({
+        "batches": len(acks), "events": total, "errors": errors, "first_error": first_error,
+        "visible": visible, "ack_ms": ack_ms, "span": finished - start,
+        "poll_ms": (sorted(gaps)[len(gaps) // 2] * 1000) if gaps else float("nan"),
+        "unseen": len(acks) - len(visible),
+    })
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def run_visibility(
+    *, port: int, write_key: str, token: str, rate: float, seconds: float, size: int, seed: int
+) -> dict[str, Any]:
+    """Open loop: batches of ``size`` events at ``rate`` events/s for ``seconds``, one sender (so log order is
+    acknowledgement order); a poller of ``GET /api/v1/ingestion`` dates when each batch became visible."""
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
+    proc = ctx.Process(target=_visibility_client, args=(port, write_key, token, rate, seconds, size, seed, out))
+    proc.start()
+    result = out.get(timeout=600)
+    proc.join(timeout=30)
+    visible_ms = [v * 1000 for v in result.pop("visible")]
+    ack_ms = result.pop("ack_ms")
+    result.update({
+        "offered": rate,
+        "achieved": result["events"] / result["span"] if result["span"] else 0.0,
+        "p50_ms": _pct(visible_ms, 0.50),
+        "p99_ms": _pct(visible_ms, 0.99),
+        "max_ms": max(visible_ms) if visible_ms else float("nan"),
+        "ack_p50_ms": _pct(ack_ms, 0.50),
+        "ack_p99_ms": _pct(ack_ms, 0.99),
+    })
+    return result
