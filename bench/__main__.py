@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--events", type=int, default=200_000, help="events acknowledged then applied per run")
+    p.add_argument("--events", type=int, default=100_000, help="events acknowledged then applied per run")
     p.add_argument(
         "--sustained", type=int, default=1_000_000,
         help="in the first repetition, top the log up to this many events (over HTTP) before the applier starts",
@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="web worker processes (default 2)")
     p.add_argument("--threads", type=int, default=None, help="threads per web worker (default: the server's)")
     p.add_argument("--visible-rates", default="1000,10000", help="events/s offered for ack -> visible")
-    p.add_argument("--visible-seconds", type=float, default=20.0, help="duration of each ack -> visible run")
+    p.add_argument("--visible-seconds", type=float, default=10.0, help="duration of each ack -> visible run")
     p.add_argument("--visible-batch", type=int, default=100, help="events per batch in ack -> visible runs")
     p.add_argument("--latency-rate", type=float, default=500.0, help="single-event requests/s (default 500)")
     p.add_argument("--latency-seconds", type=float, default=10.0, help="duration of the latency run (default 10)")
