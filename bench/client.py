@@ -278,8 +278,9 @@ def ingestion_status(port: int, token: str) -> dict[str, Any]:
 
 
 def _visibility_client(
-    port: int, write_key: str, token: str, rate: float, seconds: float, size: int, seed: int, out: Any
+    port: int, write_key: str, token: str, rate: float, seconds: float, size: int, senders: int, seed: int, out: Any
 ) -> None:
+    import bisect
     import threading
 
     rng = random.Random(seed)
@@ -302,51 +303,79 @@ def _visibility_client(
             samples.append((time.monotonic(), applied))
             time.sleep(0.002)
 
-    poller = threading.Thread(target=poll, daemon=True)
-    conn = Connection(port)
-    acks: list[tuple[float, float, int]] = []  # (scheduled, acknowledged, cumulative events)
-    errors, first_error = 0, ""
-    poller.start()
-    start = time.monotonic() + 0.05
+    sent: list[tuple[float, float, float]] = []  # (scheduled, sent, acknowledged) per successful request
+    errors: list[str] = []
+    lock = threading.Lock()
+    start = time.monotonic() + 0.1
     interval = 1.0 / per_second
-    for i, raw in enumerate(requests):
-        due = start + i * interval
-        delay = due - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        status, body = conn.request(raw)
-        if status == 200:
-            acks.append((due, time.monotonic(), (len(acks) + 1) * size))
-        else:
-            errors += 1
-            first_error = first_error or f"{status} {body[:300]!r}"
+
+    def send(index: int) -> None:
+        # Several connections, so that a slow answer does not hold back the schedule (open loop).
+        conn = Connection(port)
+        for i in range(index, count, senders):
+            due = start + i * interval
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            began = time.monotonic()
+            status, body = conn.request(requests[i])
+            acked = time.monotonic()
+            with lock:
+                if status == 200:
+                    sent.append((due, began, acked))
+                else:
+                    errors.append(f"{status} {body[:300]!r}")
+        conn.close()
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    threads = [threading.Thread(target=send, args=(k,)) for k in range(senders)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     finished = time.monotonic()
-    total = len(acks) * size
-    deadline = time.monotonic() + 120
+    total = len(sent) * size
+    deadline = time.monotonic() + 300
     while time.monotonic() < deadline and (not samples or samples[-1][1] < total):
         time.sleep(0.01)
     stop.set()
     poller.join(timeout=10)
-    conn.close()
     poll_conn.close()
-    # One workspace is applied in log order and one client appends sequentially, so a batch is visible once
-    # `applied` reaches the events acknowledged up to and including it.
+    # The applier applies one workspace in log order. A request's record is in the log before its 200, after
+    # the records of requests sent before it at most; so once `applied` reaches the events of every request
+    # *sent* before this one's 200, this one is applied (an upper bound: it counts the requests in flight).
+    starts = sorted(b for _, b, _ in sent)
     visible: list[float] = []
-    j = 0
-    for _due, acked, cumulative in acks:
-        while j < len(samples) and samples[j][1] < cumulative:
-            j += 1
+    scheduled: list[float] = []
+    for due, _began, acked in sorted(sent, key=lambda r: r[2]):
+        needed = bisect.bisect_right(starts, acked) * size
+        j = _first_at_least(samples, needed)
         if j == len(samples):
-            break
+            continue
         visible.append(max(0.0, samples[j][0] - acked))
-    ack_ms = sorted((a - d) * 1000 for d, a, _ in acks)
+        # From the scheduled send time: also counts a request's wait for a free connection.
+        scheduled.append(max(0.0, samples[j][0] - due))
+    ack_ms = sorted((a - b) * 1000 for _, b, a in sent)
     gaps = [b[0] - a[0] for a, b in zip(samples, samples[1:], strict=False)]
     out.put({
-        "batches": len(acks), "events": total, "errors": errors, "first_error": first_error,
-        "visible": visible, "ack_ms": ack_ms, "span": finished - start,
+        "batches": len(sent), "events": total, "errors": len(errors), "first_error": errors[0] if errors else "",
+        "visible": visible, "scheduled": scheduled, "ack_ms": ack_ms, "span": finished - start,
         "poll_ms": (sorted(gaps)[len(gaps) // 2] * 1000) if gaps else float("nan"),
-        "unseen": len(acks) - len(visible),
+        "unseen": len(sent) - len(visible), "senders": senders,
     })
+
+
+def _first_at_least(samples: list[tuple[float, int]], needed: int) -> int:
+    """Index of the first sample whose count is >= ``needed`` (counts never decrease)."""
+    lo, hi = 0, len(samples)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if samples[mid][1] < needed:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -355,18 +384,21 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def run_visibility(
-    *, port: int, write_key: str, token: str, rate: float, seconds: float, size: int, seed: int
+    *, port: int, write_key: str, token: str, rate: float, seconds: float, size: int, seed: int, senders: int = 4
 ) -> dict[str, Any]:
-    """Open loop: batches of ``size`` events at ``rate`` events/s for ``seconds``, one sender (so log order is
-    acknowledgement order); a poller of ``GET /api/v1/ingestion`` dates when each batch became visible."""
+    """Open loop: batches of ``size`` events at ``rate`` events/s for ``seconds`` over ``senders``
+    connections; a poller of ``GET /api/v1/ingestion`` dates when each batch became visible."""
     ctx = mp.get_context("fork")
     out = ctx.Queue()
-    proc = ctx.Process(target=_visibility_client, args=(port, write_key, token, rate, seconds, size, seed, out))
+    proc = ctx.Process(
+        target=_visibility_client, args=(port, write_key, token, rate, seconds, size, senders, seed, out)
+    )
     proc.start()
     result = out.get(timeout=600)
     proc.join(timeout=30)
     visible_ms = [v * 1000 for v in result.pop("visible")]
     ack_ms = result.pop("ack_ms")
+    scheduled_ms = [v * 1000 for v in result.pop("scheduled")]
     result.update({
         "offered": rate,
         "achieved": result["events"] / result["span"] if result["span"] else 0.0,
@@ -375,5 +407,7 @@ def run_visibility(
         "max_ms": max(visible_ms) if visible_ms else float("nan"),
         "ack_p50_ms": _pct(ack_ms, 0.50),
         "ack_p99_ms": _pct(ack_ms, 0.99),
+        "sched_p50_ms": _pct(scheduled_ms, 0.50),
+        "sched_p99_ms": _pct(scheduled_ms, 0.99),
     })
     return result
