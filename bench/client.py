@@ -93,11 +93,11 @@ def _cpu() -> float:
 
 
 def _ingest_client(
-    index: int, port: int, write_key: str, events: int, seed: int, ready: Any, go: Any, out: Any
+    index: int, port: int, write_key: str, events: int, seed: int, size: int, ready: Any, go: Any, out: Any
 ) -> None:
     requests = [
         (payloads.http_request("/v1/batch", payloads.batch_body(items), write_key=write_key, port=port), len(items))
-        for items in payloads.batches(seed, events)
+        for items in payloads.batches(seed, events, size=size)
     ]
     conn = Connection(port)
     result = ClientResult()
@@ -119,15 +119,30 @@ def _ingest_client(
     out.put((index, result))
 
 
-def run_ingest(*, port: int, write_key: str, events: int, clients: int, seed: int) -> dict[str, Any]:
-    """Send ``events`` events split across ``clients`` processes; returns timings and counts."""
+def client_share(events: int, clients: int) -> list[int]:
+    return [events // clients + (1 if i < events % clients else 0) for i in range(clients)]
+
+
+def client_batches(*, events: int, clients: int, seed: int, size: int) -> list[list[dict[str, Any]]]:
+    """Exactly the batches ``run_ingest`` sends (same seeds), for the baseline."""
+    share = client_share(events, clients)
+    return [b for i in range(clients) for b in payloads.batches(seed * 1000 + i, share[i], size=size)]
+
+
+def run_ingest(
+    *, port: int, write_key: str, events: int, clients: int, seed: int, size: int = 500
+) -> dict[str, Any]:
+    """Send ``events`` events in batches of ``size`` split across ``clients`` processes; returns timings and
+    counts."""
     ctx = mp.get_context("fork")
     ready = ctx.Barrier(clients + 1)
     go = ctx.Event()
     out = ctx.Queue()
-    share = [events // clients + (1 if i < events % clients else 0) for i in range(clients)]
+    share = client_share(events, clients)
     procs = [
-        ctx.Process(target=_ingest_client, args=(i, port, write_key, share[i], seed * 1000 + i, ready, go, out))
+        ctx.Process(
+            target=_ingest_client, args=(i, port, write_key, share[i], seed * 1000 + i, size, ready, go, out)
+        )
         for i in range(clients)
     ]
     for p in procs:
@@ -238,3 +253,161 @@ def run_latency(*, port: int, write_key: str, rate: float, seconds: float, clien
         "max_ms": latencies[-1] * 1000.0,
         "client_cpu": sum(r.cpu for r in results),
     }
+
+
+# -- ack -> visible: batches at a fixed rate while a poller watches the applier ---------------------------
+
+
+def _get(conn: Connection, path: str, token: str) -> dict[str, Any]:
+    raw = (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{conn.port}\r\nAuthorization: Bearer {token}\r\n"
+        "Connection: keep-alive\r\n\r\n"
+    ).encode()
+    status, body = conn.request(raw)
+    if status != 200:
+        raise HttpError(f"{path}: {status} {body[:200]!r}")
+    return dict(orjson.loads(body))
+
+
+def ingestion_status(port: int, token: str) -> dict[str, Any]:
+    conn = Connection(port)
+    try:
+        return _get(conn, "/api/v1/ingestion", token)
+    finally:
+        conn.close()
+
+
+def _visibility_client(
+    port: int, write_key: str, token: str, rate: float, seconds: float, size: int, senders: int, seed: int, out: Any
+) -> None:
+    import bisect
+    import threading
+
+    rng = random.Random(seed)
+    now = dt.datetime.now(dt.UTC)
+    per_second = rate / size
+    count = max(1, int(per_second * seconds))
+    requests = []
+    for _ in range(count):
+        items = [payloads.event(rng, now) for _ in range(size)]
+        requests.append(payloads.http_request("/v1/batch", payloads.batch_body(items), write_key=write_key, port=port))
+    poll_conn = Connection(port)
+    applied0 = int(_get(poll_conn, "/api/v1/ingestion", token)["applied"])
+    samples: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        # The time a sample is taken is when its answer arrived: an upper bound of when the count was true.
+        while not stop.is_set():
+            applied = int(_get(poll_conn, "/api/v1/ingestion", token)["applied"]) - applied0
+            samples.append((time.monotonic(), applied))
+            time.sleep(0.002)
+
+    sent: list[tuple[float, float, float]] = []  # (scheduled, sent, acknowledged) per successful request
+    errors: list[str] = []
+    lock = threading.Lock()
+    start = time.monotonic() + 0.1
+    interval = 1.0 / per_second
+
+    def send(index: int) -> None:
+        # Several connections, so that a slow answer does not hold back the schedule (open loop).
+        conn = Connection(port)
+        for i in range(index, count, senders):
+            due = start + i * interval
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            began = time.monotonic()
+            status, body = conn.request(requests[i])
+            acked = time.monotonic()
+            with lock:
+                if status == 200:
+                    sent.append((due, began, acked))
+                else:
+                    errors.append(f"{status} {body[:300]!r}")
+        conn.close()
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    threads = [threading.Thread(target=send, args=(k,)) for k in range(senders)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    finished = time.monotonic()
+    total = len(sent) * size
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and (not samples or samples[-1][1] < total):
+        time.sleep(0.01)
+    stop.set()
+    poller.join(timeout=10)
+    poll_conn.close()
+    # The applier applies one workspace in log order. A request's record is in the log before its 200, after
+    # the records of requests sent before it at most; so once `applied` reaches the events of every request
+    # *sent* before this one's 200, this one is applied (an upper bound: it counts the requests in flight).
+    starts = sorted(b for _, b, _ in sent)
+    visible: list[float] = []
+    scheduled: list[float] = []
+    for due, _began, acked in sorted(sent, key=lambda r: r[2]):
+        needed = bisect.bisect_right(starts, acked) * size
+        j = _first_at_least(samples, needed)
+        if j == len(samples):
+            continue
+        visible.append(max(0.0, samples[j][0] - acked))
+        # From the scheduled send time: also counts a request's wait for a free connection.
+        scheduled.append(max(0.0, samples[j][0] - due))
+    ack_ms = sorted((a - b) * 1000 for _, b, a in sent)
+    gaps = [b[0] - a[0] for a, b in zip(samples, samples[1:], strict=False)]
+    out.put({
+        "batches": len(sent), "events": total, "errors": len(errors), "first_error": errors[0] if errors else "",
+        "visible": visible, "scheduled": scheduled, "ack_ms": ack_ms, "span": finished - start,
+        "poll_ms": (sorted(gaps)[len(gaps) // 2] * 1000) if gaps else float("nan"),
+        "unseen": len(sent) - len(visible), "senders": senders,
+    })
+
+
+def _first_at_least(samples: list[tuple[float, int]], needed: int) -> int:
+    """Index of the first sample whose count is >= ``needed`` (counts never decrease)."""
+    lo, hi = 0, len(samples)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if samples[mid][1] < needed:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def run_visibility(
+    *, port: int, write_key: str, token: str, rate: float, seconds: float, size: int, seed: int, senders: int = 4
+) -> dict[str, Any]:
+    """Open loop: batches of ``size`` events at ``rate`` events/s for ``seconds`` over ``senders``
+    connections; a poller of ``GET /api/v1/ingestion`` dates when each batch became visible."""
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
+    proc = ctx.Process(
+        target=_visibility_client, args=(port, write_key, token, rate, seconds, size, senders, seed, out)
+    )
+    proc.start()
+    result = out.get(timeout=600)
+    proc.join(timeout=30)
+    visible_ms = [v * 1000 for v in result.pop("visible")]
+    ack_ms = result.pop("ack_ms")
+    scheduled_ms = [v * 1000 for v in result.pop("scheduled")]
+    result.update({
+        "offered": rate,
+        "achieved": result["events"] / result["span"] if result["span"] else 0.0,
+        "p50_ms": _pct(visible_ms, 0.50),
+        "p99_ms": _pct(visible_ms, 0.99),
+        "max_ms": max(visible_ms) if visible_ms else float("nan"),
+        "ack_p50_ms": _pct(ack_ms, 0.50),
+        "ack_p99_ms": _pct(ack_ms, 0.99),
+        "sched_p50_ms": _pct(scheduled_ms, 0.50),
+        "sched_p99_ms": _pct(scheduled_ms, 0.99),
+    })
+    return result

@@ -1,9 +1,12 @@
-"""CPU per event of ingestion's phases, in one process and one thread, without HTTP:
-``python -m bench.inprocess [--events N] [--profile]``.
+"""CPU per event of the pipeline's phases, in one process and one thread, without HTTP:
+``python -m bench.inprocess [--events N] [--batch 500] [--chunk 5000] [--profile]``.
 
 Same traffic as the HTTP benchmark (``bench.payloads``) on a fresh SQLite database in a temporary data
-directory; the first half of the events warms the database (creates the profiles), the second half is
-measured. ``--profile`` adds a cProfile of the part that runs under the write lock.
+directory. The append side times, per batch: JSON parse, validation (``parse_event``), encoding for the log
+(``codec.encode``) and the durable append (``get_log().append``: the log's commit and fsync). The apply side
+then times the applier's phases on the log it filled, per chunk: read + decode + ``prepare``, dedup,
+profile load/resolve/flush and the event insert (``apply_prepared``, cProfile'd with ``--profile``), and the
+commit. The first half of the log warms the database (creates the profiles); the second half is measured.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import time
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.inprocess")
-    parser.add_argument("--events", type=int, default=60_000)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--chunk", type=int, default=5000)
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
 
@@ -28,12 +33,16 @@ def main() -> None:
     os.environ.pop("TSUNAGU_DATABASE_URL", None)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tsunagu.settings")
     try:
-        _run(args.events, args.profile)
+        _run(args)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def _run(events: int, profile: bool) -> None:
+def _us(seconds: float, count: int) -> str:
+    return f"{seconds / count * 1e6:7.1f} µs"
+
+
+def _run(args: argparse.Namespace) -> None:
     import django
 
     django.setup()
@@ -45,49 +54,82 @@ def _run(events: int, profile: bool) -> None:
     from tsunagu.core import clock
     from tsunagu.core.permissions import System
     from tsunagu.core.services import workspace_create
-    from tsunagu.events import services
+    from tsunagu.events import apply, codec, services
+    from tsunagu.events.log import get_log
     from tsunagu.events.validation import parse_event
 
     call_command("migrate", verbosity=0)
-    bench = System("tsunagu bench")
-    workspace = workspace_create(name="Bench", slug="bench", actor=bench)
-    source = services.source_create(workspace=workspace, name="bench", actor=bench)
-    bodies = [payloads.batch_body(items) for items in payloads.batches(5, events)]
-    half = len(bodies) // 2
-    totals = [0.0, 0.0, 0.0]
-    profiler = cProfile.Profile() if profile else None
+    actor = System("tsunagu bench")
+    workspace = workspace_create(name="Bench", slug="bench", actor=actor)
+    source = services.source_create(workspace=workspace, name="bench", actor=actor)
+    bodies = [payloads.batch_body(items) for items in payloads.batches(5, args.events, size=args.batch)]
+    log = get_log()
 
-    def run(chunk: list[bytes], prof: cProfile.Profile | None) -> None:
-        for raw in chunk:
-            c0 = time.process_time()
-            parsed = [
-                parse_event(item, type_=None, where="", max_bytes=32 * 1024) for item in orjson.loads(raw)["batch"]
-            ]
-            prepared = services._prepare(source, parsed, clock.now())
-            c1 = time.process_time()
-            with transaction.atomic():
-                if prof:
-                    prof.enable()
-                services._apply(source, prepared)
-                if prof:
-                    prof.disable()
-                c2 = time.process_time()
-            c3 = time.process_time()
-            totals[0] += c1 - c0
-            totals[1] += c2 - c1
-            totals[2] += c3 - c2
+    # -- append side (what a /v1/batch request does after HTTP and authentication) --
+    t = {"parse": 0.0, "validate": 0.0, "encode": 0.0, "append": 0.0}
+    wall0 = time.perf_counter()
+    for raw in bodies:
+        c0 = time.perf_counter()
+        items = orjson.loads(raw)["batch"]
+        c1 = time.perf_counter()
+        parsed = [parse_event(item, type_=None, where="", max_bytes=32 * 1024) for item in items]
+        c2 = time.perf_counter()
+        body = codec.encode(parsed)
+        c3 = time.perf_counter()
+        log.append(workspace_id=workspace.pk, source_id=source.pk, received_at=clock.now(), count=len(parsed),
+                   body=body)
+        c4 = time.perf_counter()
+        t["parse"] += c1 - c0
+        t["validate"] += c2 - c1
+        t["encode"] += c3 - c2
+        t["append"] += c4 - c3
+    wall = time.perf_counter() - wall0
+    n = args.events
+    print(f"append side: {n:,} events in batches of {args.batch}, {n / wall:,.0f} events/s (one thread)")
+    for name, value in t.items():
+        print(f"  {name:<22}{_us(value, n)} per event")
 
-    run(bodies[:half], None)
-    totals[:] = [0.0, 0.0, 0.0]
-    start = time.perf_counter()
-    run(bodies[half:], profiler)
-    wall = time.perf_counter() - start
-    count = sum(len(orjson.loads(b)["batch"]) for b in bodies[half:])
-    print(f"{count:,} events measured, {count / wall:,.0f} events/s wall (one thread)")
-    print(f"CPU per event: parse+validate+prepare {totals[0] / count * 1e6:.0f} µs, "
-          f"apply (under the write lock) {totals[1] / count * 1e6:.0f} µs, commit {totals[2] / count * 1e6:.0f} µs")
+    # -- apply side (what the applier does per chunk), without the lease bookkeeping --
+    records = log.read(workspace_id=workspace.pk, after=0, max_events=10 * n)
+    chunks: list[list] = [[]]
+    size = 0
+    for record in records:
+        if size + record.count > args.chunk and chunks[-1]:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(record)
+        size += record.count
+    half = len(chunks) // 2
+    profiler = cProfile.Profile() if args.profile else None
+    a = {"read+decode+prepare": 0.0, "dedup+resolve+insert": 0.0, "commit": 0.0}
+    measured = 0
+    for i, chunk in enumerate(chunks):
+        c0 = time.perf_counter()
+        prepared = []
+        for record in chunk:
+            source.workspace = workspace
+            prepared.extend(apply.prepare(source, codec.decode(record.body), record.received_at))
+        c1 = time.perf_counter()
+        with transaction.atomic():
+            if profiler and i >= half:
+                profiler.enable()
+            apply.apply_prepared(workspace, prepared)
+            if profiler and i >= half:
+                profiler.disable()
+            c2 = time.perf_counter()
+        c3 = time.perf_counter()
+        if i >= half:
+            measured += len(prepared)
+            a["read+decode+prepare"] += c1 - c0
+            a["dedup+resolve+insert"] += c2 - c1
+            a["commit"] += c3 - c2
+    total = sum(a.values())
+    print(f"apply side: {measured:,} events measured (warm, chunks of {args.chunk}), "
+          f"{measured / total:,.0f} events/s (one thread)")
+    for name, value in a.items():
+        print(f"  {name:<22}{_us(value, measured)} per event")
     if profiler:
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
 
 
 if __name__ == "__main__":
