@@ -9,8 +9,8 @@ connection costs a thread only once its request has fully arrived:
   one slower than ``TSUNAGU_BODY_TIMEOUT`` gets a 408), and only then hands the request to a thread.
 
 The views are synchronous Django views doing blocking database writes. They run as plain WSGI on the pool,
-so the requests of one process run concurrently (group commit in ``tsunagu.events.group_commit`` relies on
-it) — not Django's ASGI handler, which would run every sync view on one thread (``thread_sensitive``).
+so the requests of one process run concurrently (the ingest log's shared fsync, ``tsunagu.events.log``,
+groups them) — not Django's ASGI handler, which would run every sync view on one thread (``thread_sensitive``).
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ def test_up_serves_web_and_worker_and_stops_on_ctrl_c(tmp_path):
             time.sleep(0.3)
         assert scheduled, "the worker never scheduled its recurring job"
         tree = _children(process.pid)
-        assert len(tree) >= 2, "expected a gunicorn worker and the job worker under `up`"
+        assert len(tree) >= 2, "expected a web process and the worker under `up`"
         # Ctrl-C in a terminal signals the whole foreground process group.
         os.killpg(process.pid, signal.SIGINT)
         process.wait(timeout=30)
