@@ -256,22 +256,32 @@ class PostgresLog:
         return int(record_id)
 
     def read(self, *, workspace_id: int, after: int, max_events: int) -> list[Record]:
-        out: list[Record] = []
-        total = 0
+        # ``after`` is not used: rows are deleted when applied, so all that is left is pending. The ids and
+        # counts come first, so that the chunk is bounded by events (a record holds 1 to 500+ of them) and
+        # only the bodies of the chosen records are fetched.
         with connection.cursor() as cursor:
-            # ``after`` is not used: rows are deleted when applied, so all that is left is pending. A batch
-            # of rows at a time keeps a large backlog from being fetched whole.
+            cursor.execute(
+                f"SELECT id, count FROM {self.table} WHERE workspace_id = %s ORDER BY id LIMIT %s",  # noqa: S608
+                [workspace_id, max(1, max_events)],
+            )
+            chosen: list[int] = []
+            total = 0
+            for rid, n in cursor.fetchall():
+                if chosen and total + n > max_events:
+                    break
+                chosen.append(rid)
+                total += n
+            if not chosen:
+                return []
             cursor.execute(
                 f"SELECT id, source_id, received_at, count, body FROM {self.table} "  # noqa: S608
-                "WHERE workspace_id = %s ORDER BY id LIMIT %s",
-                [workspace_id, max(1, max_events // 50)],
+                "WHERE id = ANY(%s) ORDER BY id",
+                [chosen],
             )
-            for rid, source_id, received_at, n, body in cursor.fetchall():
-                if out and total + n > max_events:
-                    break
-                out.append(Record(rid, workspace_id, source_id, received_at, n, bytes(body)))
-                total += n
-        return out
+            return [
+                Record(rid, workspace_id, source_id, received_at, n, bytes(body))
+                for rid, source_id, received_at, n, body in cursor.fetchall()
+            ]
 
     def consumed(self, *, workspace_id: int, ids: list[int]) -> None:
         with connection.cursor() as cursor:

@@ -264,3 +264,14 @@ def test_status_never_shows_a_chunk_as_neither_pending_nor_applied(send, workspa
     monkeypatch.setattr(log, "pending", pending_while_the_applier_commits)
     status = selectors.ingestion_status(workspace_id=workspace.pk)
     assert (status["pending"], status["applied"]) == (0, 3)
+
+
+def test_a_chunk_is_bounded_by_events_not_by_records(send, workspace):
+    """Single-event requests make one-event records: a chunk still takes as many of them as its event
+    budget allows (on PostgreSQL the read once guessed 50 events a record, and applied one at a time)."""
+    for i in range(30):
+        send("/v1/track", track(i, f"u-{i}"), apply=False)
+    assert applier_claim(workspace_id=workspace.pk, owner="worker-a")
+    chunk = events_apply_chunk(workspace_id=workspace.pk, owner="worker-a", max_events=25)
+    assert (chunk.records, chunk.stored) == (25, 25)
+    assert events_apply_chunk(workspace_id=workspace.pk, owner="worker-a", max_events=25).stored == 5
