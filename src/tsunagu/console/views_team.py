@@ -16,7 +16,7 @@ from django.views.decorators.http import require_POST
 
 from tsunagu.console.views import _page, workspace_page
 from tsunagu.core.errors import TsunaguError
-from tsunagu.core.selectors import apikey_list, membership_list, user_can_manage_members, user_get
+from tsunagu.core.selectors import apikey_list, member_user, membership_list, user_can_manage_members, user_get
 from tsunagu.core.services import (
     apikey_create,
     apikey_revoke,
@@ -111,9 +111,10 @@ def member_add(request: HttpRequest, workspace: Any) -> HttpResponse:
 
 
 def _member_user(workspace: Any, username: str) -> Any:
-    for m in membership_list(workspace=workspace).filter(user__username=username):
-        return m.user
-    raise Http404("member not found")
+    user = member_user(workspace=workspace, username=username)
+    if user is None:
+        raise Http404("member not found")
+    return user
 
 
 @workspace_page

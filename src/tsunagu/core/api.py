@@ -20,7 +20,7 @@ from tsunagu.core.schemas import (
     MemberOut,
     MemberRoleIn,
 )
-from tsunagu.core.selectors import apikey_list, membership_list, user_get
+from tsunagu.core.selectors import apikey_list, member_user, membership_list, user_get
 from tsunagu.core.services import apikey_create as apikey_create_service
 from tsunagu.core.services import apikey_revoke, membership_add, membership_change_role, membership_remove
 
@@ -74,11 +74,10 @@ def remove_member(request: HttpRequest, username: str) -> Status[None]:
 
 
 def _member_user(request: HttpRequest, username: str) -> Any:
-    """A member of the token's workspace by name; anyone else is 404, so names of other workspaces' users
-    are not confirmed."""
-    for m in membership_list(workspace=request.auth).filter(user__username=username):  # type: ignore[attr-defined]
-        return m.user
-    raise NotFound("no member of this workspace has that user name", field="username")
+    user = member_user(workspace=request.auth, username=username)  # type: ignore[attr-defined]
+    if user is None:
+        raise NotFound("no member of this workspace has that user name", field="username")
+    return user
 
 
 @router.get("/api-keys", response=ApiKeyPage, summary="The workspace's API keys (never their tokens)")

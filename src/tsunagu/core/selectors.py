@@ -62,6 +62,13 @@ def membership_list(*, workspace: Workspace) -> QuerySet[Membership]:
     return Membership.objects.filter(workspace=workspace).select_related("user").order_by("user__username")
 
 
+def member_user(*, workspace: Workspace, username: str) -> Any:
+    """The user called ``username`` if they are a member of ``workspace``, else None: callers answer 404
+    either way, so names of other workspaces' users are never confirmed."""
+    membership = membership_list(workspace=workspace).filter(user__username=username).first()
+    return membership.user if membership is not None else None
+
+
 def apikey_list(*, workspace: Workspace) -> QuerySet[ApiKey]:
     """The workspace's API keys, revoked ones included (their rows say when), newest first."""
     return ApiKey.objects.filter(workspace=workspace).order_by("-id")
