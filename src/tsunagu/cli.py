@@ -317,6 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel", default="web")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_source_create)
+    p = src.add_parser("list")
+    p.add_argument("--workspace", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_source_list)
+
     p = sub.add_parser("import", help="import events (NDJSON, one Segment event per line) through the ingest log")
     p.add_argument("file", help="the file, or - for standard input")
     p.add_argument("--workspace", required=True)
@@ -324,10 +329,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--apply", action="store_true", help="apply them in this process too (no worker needed)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_import)
-    p = src.add_parser("list")
-    p.add_argument("--workspace", required=True)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_source_list)
 
     key = sub.add_parser("apikey", help="REST API keys").add_subparsers(
         dest="action", required=True, parser_class=_Parser
