@@ -16,6 +16,12 @@ class Workspace(models.Model):
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
     timezone = models.CharField(max_length=64, default="Asia/Tokyo")
+    # Settings (``GET/PATCH /api/v1/workspace/settings``): the locale of messages when a customer's
+    # ``locale`` trait names none; whether outbound webhooks may reach private addresses; how long the
+    # message archive keeps a message (0: for ever).
+    default_locale = models.CharField(max_length=16, default="ja")
+    allow_private_webhooks = models.BooleanField(default=False)
+    message_retention_days = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=clock.now)
 
     def __str__(self) -> str:

@@ -1,0 +1,1 @@
+"""Job handlers of messaging (registered on import by the app config)."""

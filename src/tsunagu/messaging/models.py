@@ -1,0 +1,267 @@
+"""Channels, communications and their versions, sends, deliveries and what happened to them.
+
+A *send* is one request to reach one customer with one communication; a *delivery* is one attempt on one
+channel (failover in the next issue adds further deliveries to the same send). A delivery holds the message
+exactly as rendered and sent — that row *is* the archive: it is never edited after it is sent, only its
+status moves and ``DeliveryEvent`` rows are added.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from django.db import models
+
+from tsunagu.core import clock
+from tsunagu.core.models import Workspace
+from tsunagu.customers.models import Customer
+
+
+def _webhook_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def _delivery_key() -> str:
+    return secrets.token_hex(16)
+
+
+class ChannelType(models.TextChoices):
+    EMAIL = "email", "Email"
+    SMS = "sms", "SMS"
+    LINE = "line", "LINE"
+    WEBPUSH = "webpush", "Web push"
+    WEBHOOK = "webhook", "Webhook"
+    IN_APP = "in_app", "In-app"
+
+
+class Topic(models.TextChoices):
+    TRANSACTIONAL = "transactional", "Transactional"
+    SERVICE = "service", "Service"
+    MARKETING = "marketing", "Marketing"
+
+
+class Channel(models.Model):
+    """A configured provider account of a workspace. ``config`` holds what may be shown; the secret keys of
+    the channel type (``secret_fields``) live only in ``secrets``, encrypted (``messaging.secrets``)."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="messaging_channels")
+    type = models.CharField(max_length=16, choices=ChannelType.choices)
+    name = models.CharField(max_length=200)
+    config = models.JSONField(default=dict, blank=True)
+    secrets = models.TextField(blank=True)
+    enabled = models.BooleanField(default=True)
+    # Unguessable part of inbound webhook URLs, so a URL names its channel without exposing the row id.
+    webhook_token = models.CharField(max_length=40, unique=True, default=_webhook_token)
+    created_at = models.DateTimeField(default=clock.now)
+    updated_at = models.DateTimeField(default=clock.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workspace", "name"], name="messaging_channel_name_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.type}:{self.name}"
+
+
+class Communication(models.Model):
+    """A message designed once: its variants per channel and locale live in immutable versions."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="communications")
+    key = models.SlugField(max_length=100)
+    name = models.CharField(max_length=200)
+    topic = models.CharField(max_length=16, choices=Topic.choices, default=Topic.TRANSACTIONAL)
+    current_version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(default=clock.now)
+    updated_at = models.DateTimeField(default=clock.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workspace", "key"], name="communication_key_unique")]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class CommunicationVersion(models.Model):
+    """One saved state of a communication, never changed afterwards; a delivery records the one it used."""
+
+    communication = models.ForeignKey(Communication, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    name = models.CharField(max_length=200)
+    topic = models.CharField(max_length=16, choices=Topic.choices)
+    # [{"channel": "email", "locale": "ja", "subject": …, "html": …}, …]
+    variants = models.JSONField(default=list)
+    created_by = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=clock.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["communication", "number"], name="communication_version_unique")
+        ]
+
+
+class Send(models.Model):
+    """One request to reach one customer with one communication (the API's ``/sends``)."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        SENDING = "sending"
+        SENT = "sent"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+        BOUNCED = "bounced"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="sends")
+    communication = models.ForeignKey(Communication, on_delete=models.PROTECT, related_name="sends")
+    version = models.ForeignKey(CommunicationVersion, on_delete=models.PROTECT, related_name="sends")
+    customer = models.ForeignKey(Customer, on_delete=models.SET_NULL, null=True, related_name="sends")
+    channel = models.CharField(max_length=16, blank=True)  # asked for by the caller; blank = first usable
+    data = models.JSONField(default=dict, blank=True)
+    event = models.JSONField(null=True, blank=True)  # the triggering event, when there is one
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    actor = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=clock.now)
+    updated_at = models.DateTimeField(default=clock.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "idempotency_key"], name="send_idempotency_unique")
+        ]
+        indexes = [models.Index(fields=["workspace", "-created_at"], name="send_recent_idx")]
+
+
+class Delivery(models.Model):
+    """One message on one channel to one address: the unit a worker executes and the archive keeps.
+
+    ``key`` is the idempotency key handed to providers (SMTP Message-ID, LINE ``X-Line-Retry-Key``, the
+    webhook-id) so a retry after a crash is recognised as the same message by whoever receives it."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        SENDING = "sending"
+        SENT = "sent"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+        BOUNCED = "bounced"
+
+    FINAL = frozenset({Status.DELIVERED, Status.FAILED, Status.BOUNCED})
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="deliveries")
+    send = models.ForeignKey(Send, on_delete=models.CASCADE, related_name="deliveries")
+    channel = models.ForeignKey(Channel, on_delete=models.SET_NULL, null=True, related_name="deliveries")
+    channel_type = models.CharField(max_length=16, choices=ChannelType.choices)
+    customer = models.ForeignKey(Customer, on_delete=models.SET_NULL, null=True, related_name="deliveries")
+    communication = models.ForeignKey(Communication, on_delete=models.PROTECT, related_name="deliveries")
+    version = models.ForeignKey(CommunicationVersion, on_delete=models.PROTECT, related_name="deliveries")
+    topic = models.CharField(max_length=16, choices=Topic.choices)
+    locale = models.CharField(max_length=16, blank=True)
+    address = models.CharField(max_length=2000)
+    key = models.CharField(max_length=64, unique=True, default=_delivery_key)
+
+    # The message as rendered and sent. ``content`` has the channel's fields (subject/html/text, text,
+    # messages, title/body/url, payload); ``headers`` what went on the wire beside it; ``raw`` the exact
+    # bytes where the channel has them (the .eml of an email).
+    content = models.JSONField(default=dict)
+    headers = models.JSONField(default=dict, blank=True)
+    raw = models.BinaryField(null=True, blank=True)
+    subject = models.CharField(max_length=500, blank=True)  # subject or title, for lists
+    body_text = models.TextField(blank=True)  # plain text of the message, for search and lists
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    reason = models.CharField(max_length=1000, blank=True)
+    provider_id = models.CharField(max_length=255, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    due_at = models.DateTimeField(default=clock.now)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    locked_by = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(default=clock.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=clock.now)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    clicked_at = models.DateTimeField(null=True, blank=True)
+    read_at = models.DateTimeField(null=True, blank=True)  # in-app: the customer read it
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["status", "due_at"], name="delivery_due_idx"),
+            models.Index(fields=["workspace", "-created_at"], name="delivery_recent_idx"),
+            models.Index(fields=["customer", "-created_at"], name="delivery_customer_idx"),
+            models.Index(fields=["channel", "provider_id"], name="delivery_provider_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"delivery {self.pk} ({self.channel_type} {self.status})"
+
+
+class DeliveryEvent(models.Model):
+    """A state change of a delivery (queued, sending, sent, delivered, failed, bounced, opened, clicked,
+    replied, unsubscribed). Each becomes an event on the customer's timeline: ``logged`` turns true once it
+    is in the ingest log — an outbox, so a crash between the commit and the append loses nothing (the
+    append is retried, and its messageId makes a second append a duplicate the applier drops)."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="events")
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    status = models.CharField(max_length=16)
+    at = models.DateTimeField(default=clock.now)
+    reason = models.CharField(max_length=1000, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    machine = models.BooleanField(default=False)  # an open or click by a proxy or scanner, not a person
+    logged = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["delivery", "at"], name="delivery_event_idx"),
+            models.Index(fields=["logged"], name="delivery_event_outbox_idx", condition=models.Q(logged=False)),
+        ]
+
+
+class InboundReceipt(models.Model):
+    """An inbound webhook item already handled (LINE ``webhookEventId``, a Twilio status of a message…):
+    providers redeliver, and a replay must change nothing."""
+
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="receipts")
+    key = models.CharField(max_length=255)
+    received_at = models.DateTimeField(default=clock.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["channel", "key"], name="inbound_receipt_unique")]
+
+
+class Suppression(models.Model):
+    """An address that must not be sent to: a hard bounce, a complaint, a one-click unsubscribe (``topic``
+    set: only that topic), or an address a provider called invalid."""
+
+    class Reason(models.TextChoices):
+        BOUNCE = "bounce"
+        COMPLAINT = "complaint"
+        UNSUBSCRIBE = "unsubscribe"
+        INVALID = "invalid"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="suppressions")
+    channel_type = models.CharField(max_length=16, choices=ChannelType.choices)
+    address = models.CharField(max_length=2000)
+    topic = models.CharField(max_length=16, blank=True)  # blank: every topic
+    reason = models.CharField(max_length=16, choices=Reason.choices)
+    detail = models.CharField(max_length=1000, blank=True)
+    created_at = models.DateTimeField(default=clock.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "channel_type", "address", "topic"], name="suppression_unique"
+            )
+        ]
+
+
+class PushSubscription(models.Model):
+    """A browser's Web Push subscription (endpoint and keys), registered by the served snippet."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="push_subscriptions")
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="push_subscriptions")
+    endpoint = models.CharField(max_length=2000)
+    p256dh = models.CharField(max_length=200)
+    auth = models.CharField(max_length=100)
+    created_at = models.DateTimeField(default=clock.now)
+    expired_at = models.DateTimeField(null=True, blank=True)  # the push service answered 404/410
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workspace", "endpoint"], name="push_endpoint_unique")]

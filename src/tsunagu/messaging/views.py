@@ -1,0 +1,1 @@
+"""Public (unauthenticated but token-bound) endpoints of messaging: tracking, unsubscribe, inbound webhooks."""
