@@ -28,6 +28,7 @@ from tsunagu.core.auth import ApiKeyAuth
 from tsunagu.core.errors import TsunaguError
 from tsunagu.customers.api import router as customers_router
 from tsunagu.events.api import router as events_router
+from tsunagu.messaging.api import router as messaging_router
 
 
 class UTF8JSONRenderer(JSONRenderer):
@@ -90,7 +91,7 @@ api = TsunaguAPI(
     title="tsunagu API",
     version=__version__,
     description=(
-        "Customer profiles, identities, timelines and sources. "
+        "Customer profiles, identities, timelines and sources; channels, communications, sends, the archive. "
         "Authenticate with `Authorization: Bearer <token>`."
     ),
     auth=ApiKeyAuth(),
@@ -100,6 +101,7 @@ api = TsunaguAPI(
 api.add_router("/", customers_router)
 api.add_router("/", events_router)
 api.add_router("/", core_router)
+api.add_router("/", messaging_router)
 
 
 @api.exception_handler(TsunaguError)

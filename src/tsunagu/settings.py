@@ -254,3 +254,10 @@ METRICS_DIR = Path(os.environ.get("TSUNAGU_METRICS_DIR") or DATA_DIR / "metrics"
 with contextlib.suppress(OSError):
     METRICS_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)
+
+# Messaging: the absolute base of links in messages and of inbound webhook URLs (https://cx.example.com).
+# Without it, the request's host is used where there is a request, and http://127.0.0.1:<port> otherwise.
+TSUNAGU_PUBLIC_URL = os.environ.get("TSUNAGU_PUBLIC_URL", "").rstrip("/")
+# How often a delivery is attempted before a temporary failure becomes final.
+TSUNAGU_DELIVERY_MAX_ATTEMPTS = int(os.environ.get("TSUNAGU_DELIVERY_MAX_ATTEMPTS", "8"))
+TSUNAGU_DELIVERY_LEASE = float(os.environ.get("TSUNAGU_DELIVERY_LEASE", "60"))

@@ -6,6 +6,7 @@ from django.urls import include, path
 from tsunagu.api import api
 from tsunagu.events import metrics, tracking
 from tsunagu.events.selectors import ingestion_overview
+from tsunagu.messaging import views as messaging_views
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -58,6 +59,8 @@ urlpatterns = [
     # analytics-next batches to https://{apiHost}/b, and apiHost usually ends in /v1.
     path("v1/b", tracking.browser_batch),
     path("b", tracking.browser_batch),
+    path("m/in/<str:token>/<str:webhook>", messaging_views.inbound, name="messaging-inbound"),
+    path("m/u/<str:token>", messaging_views.unsubscribe, name="messaging-unsubscribe"),
     path("api/v1/", api.urls),
     path("api/v1/", include(api.not_found_urls)),
     path("admin/", admin.site.urls),

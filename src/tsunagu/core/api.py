@@ -22,7 +22,14 @@ from tsunagu.core.schemas import (
 )
 from tsunagu.core.selectors import apikey_list, member_user, membership_list, user_get
 from tsunagu.core.services import apikey_create as apikey_create_service
-from tsunagu.core.services import apikey_revoke, membership_add, membership_change_role, membership_remove
+from tsunagu.core.services import (
+    apikey_revoke,
+    membership_add,
+    membership_change_role,
+    membership_remove,
+    workspace_settings,
+    workspace_settings_update,
+)
 
 router = Router(tags=["access"])
 
@@ -100,3 +107,17 @@ def create_api_key(request: HttpRequest, payload: ApiKeyIn) -> Status[Any]:
 @router.post("/api-keys/{key_id}/revoke", response=ApiKeyOut, summary="Revoke an API key")
 def revoke_api_key(request: HttpRequest, key_id: int) -> Any:
     return apikey_revoke(workspace=request.auth, key_id=key_id, actor=request.api_key)  # type: ignore[attr-defined]
+
+
+@router.get("/workspace/settings", summary="The workspace's settings, as one object", tags=["workspace"])
+def get_settings(request: HttpRequest) -> dict[str, Any]:
+    return workspace_settings(request.auth)  # type: ignore[attr-defined]
+
+
+@router.patch("/workspace/settings", summary="Change some settings (admin keys); audited", tags=["workspace"])
+def patch_settings(request: HttpRequest, payload: dict[str, Any]) -> dict[str, Any]:
+    return workspace_settings_update(
+        workspace=request.auth,  # type: ignore[attr-defined]
+        changes=payload,
+        actor=request.api_key,  # type: ignore[attr-defined]
+    )

@@ -21,6 +21,10 @@ class Perm(StrEnum):
     SOURCES = "manage sources"  # create, rotate write keys
     API_KEYS = "manage API keys"  # create (up to the actor's own role), revoke
     MEMBERS = "manage members"  # add, change role, remove
+    SETTINGS = "change workspace settings"
+    CHANNELS = "manage channels"  # messaging providers and their credentials
+    COMMUNICATIONS = "edit communications"
+    SEND = "send messages"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,13 +36,16 @@ class System:
 
 SYSTEM = System("system")
 
-# viewer: read only. agent, operator: their own work (inbox, segments, journeys — later), no configuration.
-# admin: sources and API keys. owner: members too, and everything an admin may do.
+# viewer: read only. agent: sends messages (and the inbox, later). operator: communications too (segments,
+# journeys — later), no configuration. admin: sources, API keys, channels and workspace settings.
+# owner: members too, and everything an admin may do.
 ROLE_PERMISSIONS: dict[str, frozenset[Perm]] = {
     Role.VIEWER: frozenset({Perm.READ}),
-    Role.AGENT: frozenset({Perm.READ}),
-    Role.OPERATOR: frozenset({Perm.READ}),
-    Role.ADMIN: frozenset({Perm.READ, Perm.SOURCES, Perm.API_KEYS}),
+    Role.AGENT: frozenset({Perm.READ, Perm.SEND}),
+    Role.OPERATOR: frozenset({Perm.READ, Perm.SEND, Perm.COMMUNICATIONS}),
+    Role.ADMIN: frozenset(
+        {Perm.READ, Perm.SOURCES, Perm.API_KEYS, Perm.SETTINGS, Perm.CHANNELS, Perm.COMMUNICATIONS, Perm.SEND}
+    ),
     Role.OWNER: frozenset(Perm),
 }
 # Roles by reach, for "an admin may give an API key any role up to admin": a key never outranks its maker.

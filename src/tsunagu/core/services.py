@@ -227,3 +227,55 @@ def audit_record(
         target=target[:200],
         data=data or {},
     )
+
+
+SETTINGS_FIELDS = ("default_locale", "timezone", "allow_private_webhooks", "message_retention_days")
+_LOCALE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+
+
+def workspace_settings(workspace: Workspace) -> dict[str, Any]:
+    """The workspace's settings as one object (what ``GET /api/v1/workspace/settings`` answers)."""
+    return {name: getattr(workspace, name) for name in SETTINGS_FIELDS}
+
+
+def workspace_settings_update(*, workspace: Workspace, changes: dict[str, Any], actor: Any) -> dict[str, Any]:
+    """Change some settings (admins and owners). Every value is checked before anything is written; the
+    change and its old values are audited in the same transaction. Raises ``ValidationError`` naming the
+    first bad field."""
+    import zoneinfo
+
+    authorize(actor=actor, workspace=workspace, perm=Perm.SETTINGS)
+    clean: dict[str, Any] = {}
+    for name, value in changes.items():
+        if name not in SETTINGS_FIELDS:
+            raise ValidationError(f"unknown setting (known: {', '.join(SETTINGS_FIELDS)})", field=name)
+        if name == "default_locale":
+            if not isinstance(value, str) or not _LOCALE.match(value) or len(value) > 16:
+                raise ValidationError("must be a language tag such as 'ja' or 'en'", field=name)
+        elif name == "timezone":
+            try:
+                if not isinstance(value, str) or "\x00" in value:
+                    raise ValueError(value)
+                zoneinfo.ZoneInfo(value)
+            except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+                raise ValidationError("must be an IANA time zone such as 'Asia/Tokyo'", field=name) from None
+        elif name == "allow_private_webhooks":
+            if not isinstance(value, bool):
+                raise ValidationError("must be true or false", field=name)
+        elif name == "message_retention_days" and (
+            isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 36500
+        ):
+            raise ValidationError("must be a whole number of days from 0 (keep for ever) to 36500", field=name)
+        clean[name] = value
+    if not clean:
+        return workspace_settings(workspace)
+    with transaction.atomic():
+        before = {name: getattr(workspace, name) for name in clean}
+        for name, value in clean.items():
+            setattr(workspace, name, value)
+        workspace.save(update_fields=list(clean))
+        audit_record(
+            workspace=workspace, actor=actor, action="workspace.settings_changed", target=workspace.slug,
+            data={"before": before, "after": clean},
+        )
+    return workspace_settings(workspace)

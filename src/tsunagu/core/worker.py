@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import threading
+from collections.abc import Callable
 
 from django.db import close_old_connections
 
@@ -22,6 +23,30 @@ log = logging.getLogger(__name__)
 
 # kind -> period. Handlers live in tsunagu.core.handlers.
 RECURRING: dict[str, dt.timedelta] = {"core.optimize_database": dt.timedelta(hours=6)}
+
+
+# Work other than job rows that each loop does (capabilities register here: messaging's deliveries and its
+# outbox). ``fn(worker_id)`` returns how much it did; 0 lets the loop sleep.
+Task = Callable[[str], int]
+TASKS: dict[str, Task] = {}
+
+
+def worker_task(name: str) -> Callable[[Task], Task]:
+    def register(fn: Task) -> Task:
+        TASKS[name] = fn
+        return fn
+
+    return register
+
+
+def run_tasks(worker_id: str) -> int:
+    done = 0
+    for name, fn in list(TASKS.items()):
+        try:
+            done += fn(worker_id)
+        except Exception:  # noqa: BLE001 - one capability's failure must not stop the others
+            log.exception("worker task %s failed", name)
+    return done
 
 
 def schedule_recurring(*, now: dt.datetime | None = None) -> None:
@@ -49,6 +74,7 @@ def run_worker(*, idle_sleep: float = 0.2, stop: threading.Event | None = None) 
                 schedule_recurring()
                 last_schedule = clock.now().timestamp()
             ran = jobs_run_due(worker_id=worker_id)
+            ran += run_tasks(worker_id)
         except Exception:  # noqa: BLE001 - the loop must survive a transient database error
             log.exception("worker loop error")
             ran = 0

@@ -1,1 +1,34 @@
-"""Job handlers of messaging (registered on import by the app config)."""
+"""Messaging's work in ``tsunagu worker``: execute due deliveries, publish delivery events to the timeline."""
+
+from __future__ import annotations
+
+import threading
+
+from tsunagu.core.worker import worker_task
+from tsunagu.messaging.delivery import Runner
+from tsunagu.messaging.timeline import delivery_events_publish
+
+_runners: dict[str, Runner] = {}
+_lock = threading.Lock()
+
+
+def runner_for(worker_id: str) -> Runner:
+    with _lock:
+        runner = _runners.get(worker_id)
+        if runner is None:
+            runner = _runners[worker_id] = Runner(worker_id=worker_id)
+        return runner
+
+
+@worker_task("messaging.deliveries")
+def run_deliveries(worker_id: str) -> int:
+    runner = runner_for(worker_id)
+    done = runner.run_due(limit=100)
+    if not done:
+        runner.close()  # idle: do not hold SMTP connections open between bursts
+    return done
+
+
+@worker_task("messaging.timeline")
+def publish_timeline(worker_id: str) -> int:
+    return delivery_events_publish(limit=500)

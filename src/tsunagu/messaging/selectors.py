@@ -1,1 +1,170 @@
-"""selectors of messaging."""
+"""Reads of messaging."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Q, QuerySet
+
+from tsunagu.core.models import Workspace
+from tsunagu.customers.models import Customer
+from tsunagu.customers.selectors import customer_recent
+from tsunagu.messaging.channels import channel_class
+from tsunagu.messaging.links import public_base
+from tsunagu.messaging.models import (
+    Channel,
+    Communication,
+    CommunicationVersion,
+    Delivery,
+    Send,
+    Suppression,
+)
+from tsunagu.messaging.secrets import secrets_decrypt
+
+
+def channel_config(channel: Channel) -> dict[str, Any]:
+    """The channel's whole config, secrets decrypted (for the channel implementation, never for output)."""
+    return {**(channel.config or {}), **secrets_decrypt(channel.secrets)}
+
+
+def channel_list(*, workspace: Workspace) -> QuerySet[Channel]:
+    return Channel.objects.filter(workspace=workspace).order_by("id")
+
+
+def channel_get(*, workspace: Workspace, channel_id: int) -> Channel | None:
+    return Channel.objects.filter(workspace=workspace, pk=channel_id).first()
+
+
+def channel_by_webhook_token(*, token: str) -> Channel | None:
+    if not token or len(token) > 40 or "\x00" in token:
+        return None
+    return Channel.objects.select_related("workspace").filter(webhook_token=token).first()
+
+
+def channel_webhook_urls(channel: Channel, *, request: Any = None) -> dict[str, str]:
+    """The absolute URLs a provider must call for this channel ({} when it receives none)."""
+    base = public_base(request)
+    return {name: f"{base}/m/in/{channel.webhook_token}/{name}" for name in channel_class(channel.type).webhooks}
+
+
+def communication_list(*, workspace: Workspace) -> QuerySet[Communication]:
+    return Communication.objects.filter(workspace=workspace).order_by("key")
+
+
+def communication_get(*, workspace: Workspace, key: str) -> Communication | None:
+    if not key or len(key) > 100 or "\x00" in key:
+        return None
+    return Communication.objects.filter(workspace=workspace, key=key).first()
+
+
+def communication_version(*, communication: Communication, number: int | None = None) -> CommunicationVersion:
+    return CommunicationVersion.objects.get(communication=communication, number=number or communication.current_version)
+
+
+def communication_versions(*, communication: Communication) -> QuerySet[CommunicationVersion]:
+    return CommunicationVersion.objects.filter(communication=communication).order_by("-number")
+
+
+def customer_sample(*, workspace: Workspace) -> Customer | None:
+    """The customer templates are checked against when saved: the most recently seen one."""
+    recent = customer_recent(workspace=workspace, limit=1)
+    return recent[0] if recent else None
+
+
+def suppressed(*, workspace: Workspace, channel_type: str, address: str, topic: str) -> bool:
+    """Whether ``address`` must not get a message of ``topic``: suppressed for every topic, or for this one.
+    Transactional messages ignore unsubscribes (a receipt is not marketing) but not bounces."""
+    rows = Suppression.objects.filter(workspace=workspace, channel_type=channel_type, address=address)
+    if topic == "transactional":
+        rows = rows.exclude(reason=Suppression.Reason.UNSUBSCRIBE)
+    return rows.filter(Q(topic="") | Q(topic=topic)).exists()
+
+
+def send_get(*, workspace: Workspace, send_id: int) -> Send | None:
+    return Send.objects.filter(workspace=workspace, pk=send_id).select_related("communication", "version").first()
+
+
+def send_deliveries(*, send: Send) -> list[Delivery]:
+    return list(send.deliveries.order_by("id").prefetch_related("events"))
+
+
+def _customer_ids(customer: Customer) -> list[int]:
+    """The customer and every profile merged into it (its messages were sent to those)."""
+    ids, frontier = [customer.pk], [customer.pk]
+    while frontier and len(ids) < 1000:
+        frontier = list(Customer.objects.filter(merged_into_id__in=frontier).values_list("pk", flat=True))
+        ids.extend(frontier)
+    return ids
+
+
+def customer_messages(*, customer: Customer) -> QuerySet[Delivery]:
+    """The customer's archived messages, newest first."""
+    return (
+        Delivery.objects.filter(workspace_id=customer.workspace_id, customer_id__in=_customer_ids(customer))
+        .select_related("communication", "version")
+        .order_by("-id")
+    )
+
+
+def customer_inbox(*, customer: Customer) -> QuerySet[Delivery]:
+    """The in-app messages of a customer, newest first."""
+    return customer_messages(customer=customer).filter(channel_type="in_app", status=Delivery.Status.DELIVERED)
+
+
+def delivery_get(*, workspace: Workspace, delivery_id: int) -> Delivery | None:
+    return (
+        Delivery.objects.filter(workspace=workspace, pk=delivery_id).select_related("communication", "version").first()
+    )
+
+
+def delivery_by_key(*, key: str) -> Delivery | None:
+    if not key or len(key) > 64:
+        return None
+    return Delivery.objects.select_related("workspace").filter(key=key).first()
+
+
+MESSAGE_STATUSES = ("queued", "sending", "sent", "delivered", "failed", "bounced")
+
+
+def message_search(
+    *,
+    workspace: Workspace,
+    q: str | None = None,
+    channel: str | None = None,
+    status: str | None = None,
+    communication: str | None = None,
+    customer: Customer | None = None,
+    since: Any = None,
+    until: Any = None,
+) -> QuerySet[Delivery]:
+    """The archive, filtered, newest first. Input rules (the field named in the error) live here."""
+    from tsunagu.core.errors import ValidationError
+    from tsunagu.messaging.channels import TYPES
+
+    rows = Delivery.objects.filter(workspace=workspace)
+    if q is not None and q.strip():
+        if "\x00" in q:
+            raise ValidationError("must not contain the NUL character (U+0000)", field="q")
+        if len(q) > 200:
+            raise ValidationError("is longer than 200 characters", field="q")
+        term = q.strip()
+        rows = rows.filter(Q(subject__icontains=term) | Q(body_text__icontains=term) | Q(address__icontains=term))
+    if channel:
+        if channel not in TYPES:
+            raise ValidationError(f"must be one of {', '.join(TYPES)}", field="channel")
+        rows = rows.filter(channel_type=channel)
+    if status:
+        if status not in MESSAGE_STATUSES:
+            raise ValidationError(f"must be one of {', '.join(MESSAGE_STATUSES)}", field="status")
+        rows = rows.filter(status=status)
+    if communication:
+        rows = rows.filter(communication__key=communication[:100])
+    if customer is not None:
+        rows = rows.filter(customer_id__in=_customer_ids(customer))
+    if since is not None and until is not None and since > until:
+        raise ValidationError("must not be after until", field="since")
+    if since is not None:
+        rows = rows.filter(created_at__gte=since)
+    if until is not None:
+        rows = rows.filter(created_at__lt=until)
+    return rows.select_related("communication", "version").order_by("-id")

@@ -1,1 +1,82 @@
-"""Public (unauthenticated but token-bound) endpoints of messaging: tracking, unsubscribe, inbound webhooks."""
+"""Public endpoints of messaging, under ``/m/``: inbound webhooks (signed by the provider), one-click
+unsubscribe (a signed token), and the web push service worker. No session, no API key: each request proves
+itself by a signature or a token, and answers nothing about other customers."""
+
+from __future__ import annotations
+
+import logging
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods
+
+from tsunagu.core.errors import TsunaguError
+from tsunagu.messaging.channels.base import InboundRequest
+from tsunagu.messaging.delivery import Report, delivery_report
+from tsunagu.messaging.inbound import inbound_handle
+from tsunagu.messaging.links import public_base, unsubscribe_key
+from tsunagu.messaging.selectors import channel_by_webhook_token, delivery_by_key
+from tsunagu.messaging.services import suppression_add
+
+log = logging.getLogger(__name__)
+MAX_INBOUND_BYTES = 1024 * 1024
+
+
+def _error(exc: TsunaguError) -> JsonResponse:
+    return JsonResponse(exc.as_dict(), status=exc.http_status, json_dumps_params={"ensure_ascii": False})
+
+
+def _inbound_request(request: HttpRequest, token: str, webhook: str) -> InboundRequest:
+    # Providers sign the URL they called: rebuild it from TSUNAGU_PUBLIC_URL when set (behind a proxy the
+    # request's own host may differ from what the provider used).
+    query = request.META.get("QUERY_STRING", "")
+    url = f"{public_base(request)}/m/in/{token}/{webhook}" + (f"?{query}" if query else "")
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    form = {k: str(v) for k, v in request.POST.items()} if "form" in headers.get("content-type", "") else {}
+    return InboundRequest(url=url, headers=headers, body=request.body, form=form)
+
+
+@csrf_exempt
+@require_http_methods(["POST"])
+def inbound(request: HttpRequest, token: str, webhook: str) -> HttpResponse:
+    """``POST /m/in/<token>/<webhook>``: a provider's webhook (the URL is in the channel's webhook_urls)."""
+    channel = channel_by_webhook_token(token=token)
+    if channel is None or not channel.enabled:
+        return JsonResponse({"error": "not_found", "message": "no such webhook"}, status=404)
+    if len(request.body) > MAX_INBOUND_BYTES:
+        return JsonResponse({"error": "too_large", "message": "body over 1 MB"}, status=413)
+    try:
+        counts = inbound_handle(channel=channel, webhook=webhook, request=_inbound_request(request, token, webhook))
+    except TsunaguError as exc:
+        return _error(exc)
+    return JsonResponse({"status": "ok", **counts})
+
+
+@csrf_exempt
+@require_http_methods(["GET", "POST"])
+def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
+    """``/m/u/<token>``: GET shows a confirmation page (link scanners follow GETs, so a GET never
+    unsubscribes); POST unsubscribes — the form on that page, or a mail client's RFC 8058 one-click POST
+    (``List-Unsubscribe=One-Click``)."""
+    key = unsubscribe_key(token)
+    delivery = delivery_by_key(key=key) if key else None
+    if delivery is None:
+        return render(request, "messaging/unsubscribe.html", {"invalid": True}, status=404)
+    if request.method == "GET":
+        return render(request, "messaging/unsubscribe.html", {"delivery": delivery, "token": token, "done": False})
+    suppression_add(
+        workspace=delivery.workspace,
+        channel_type=delivery.channel_type,
+        address=delivery.address,
+        topic=delivery.topic,
+        reason="unsubscribe",
+        detail=f"one-click from delivery {delivery.pk}",
+    )
+    one_click = request.POST.get("List-Unsubscribe") == "One-Click"
+    delivery_report(
+        delivery=delivery, report=Report(status="unsubscribed", data={"one_click": one_click, "topic": delivery.topic})
+    )
+    if one_click:
+        return HttpResponse(status=200)
+    return render(request, "messaging/unsubscribe.html", {"delivery": delivery, "done": True})

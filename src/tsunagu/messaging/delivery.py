@@ -1,0 +1,295 @@
+"""The delivery engine: workers claim due deliveries, hand them to their channel, record what happened.
+
+Exactly once, as far as a provider lets us. A delivery is claimed with a lease (a conditional UPDATE; ``FOR
+UPDATE SKIP LOCKED`` on PostgreSQL), marked ``sending`` in its own commit right before the provider is
+called, and marked with the outcome in another. A worker that dies leaves its claim to expire:
+
+- a delivery still ``queued`` under the dead claim was never handed over: it is simply sent;
+- a delivery left ``sending`` may or may not have reached the provider. Channels whose providers recognise
+  a retry (LINE's ``X-Line-Retry-Key``, a webhook's ``webhook-id``, the in-app inbox) send it again with the
+  same key; the others (SMTP, Twilio, Web Push) cannot take it back, so it is failed as *interrupted* rather
+  than risk a second copy in the customer's hands. docs/communications.md says so.
+
+Every state change is a ``DeliveryEvent`` row written in the same commit; ``delivery_events_publish``
+appends them to the ingest log afterwards (an outbox), and they reach the customer's timeline as
+``Message Sent``, ``Message Delivered``, ``Message Failed``… through the same applier as every other event.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Q
+
+from tsunagu.core import clock
+from tsunagu.core.jobs import backoff
+from tsunagu.messaging.channels import channel_class
+from tsunagu.messaging.channels.base import ChannelBase, DeliveryError, Message
+from tsunagu.messaging.links import links_for, public_base
+from tsunagu.messaging.models import Delivery, DeliveryEvent, PushSubscription, Send, Suppression
+from tsunagu.messaging.selectors import channel_config
+
+log = logging.getLogger(__name__)
+
+# Providers that recognise a resent message by its key, so an interrupted send may be retried.
+IDEMPOTENT = frozenset({"line", "webhook", "in_app"})
+# The order of the main states: a report never moves a delivery backwards (a late "sent" after "delivered").
+RANK = {"queued": 0, "sending": 1, "sent": 2, "delivered": 3, "failed": 4, "bounced": 4}
+ENGAGEMENT = frozenset({"opened", "clicked", "replied", "unsubscribed"})
+
+
+def _claim(*, worker_id: str, limit: int) -> list[Delivery]:
+    now = clock.now()
+    lease = now + dt.timedelta(seconds=float(settings.TSUNAGU_DELIVERY_LEASE))
+    due = (Q(status=Delivery.Status.QUEUED) & (Q(lease_until__isnull=True) | Q(lease_until__lt=now))) | Q(
+        status=Delivery.Status.SENDING, lease_until__lt=now
+    )
+    with transaction.atomic():
+        rows = Delivery.objects.filter(due, due_at__lte=now).order_by("due_at", "id")
+        if connection.vendor == "postgresql":
+            ids = list(rows.select_for_update(skip_locked=True).values_list("pk", flat=True)[:limit])
+        else:
+            # SQLite transactions take the write lock at BEGIN (IMMEDIATE), so nobody claims between the
+            # read and the update.
+            ids = list(rows.values_list("pk", flat=True)[:limit])
+        if not ids:
+            return []
+        Delivery.objects.filter(pk__in=ids).update(locked_by=worker_id, lease_until=lease)
+    return list(
+        Delivery.objects.filter(pk__in=ids, locked_by=worker_id)
+        .select_related("workspace", "channel", "send")
+        .order_by("id")
+    )
+
+
+def _event(delivery: Delivery, status: str, *, reason: str = "", at: dt.datetime | None = None, **data: Any) -> None:
+    DeliveryEvent.objects.create(
+        delivery=delivery,
+        workspace_id=delivery.workspace_id,
+        status=status,
+        at=at or clock.now(),
+        reason=reason[:1000],
+        data=data,
+    )
+
+
+def _set(delivery: Delivery, **changes: Any) -> None:
+    changes["updated_at"] = clock.now()
+    for name, value in changes.items():
+        setattr(delivery, name, value)
+    Delivery.objects.filter(pk=delivery.pk).update(**changes)
+    if "status" in changes:
+        Send.objects.filter(pk=delivery.send_id).update(status=changes["status"], updated_at=changes["updated_at"])
+
+
+class Runner:
+    """Executes claimed deliveries; keeps one configured channel instance per channel row so connections
+    (SMTP) are reused across messages, until ``close``."""
+
+    def __init__(self, *, worker_id: str) -> None:
+        self.worker_id = worker_id
+        self._channels: dict[tuple[int, Any], ChannelBase] = {}
+
+    def close(self) -> None:
+        for impl in self._channels.values():
+            try:
+                impl.close()
+            except Exception:  # noqa: BLE001 - closing a dead connection must not stop the worker
+                log.debug("closing a channel failed", exc_info=True)
+        self._channels.clear()
+
+    def _impl(self, delivery: Delivery) -> ChannelBase:
+        row = delivery.channel
+        cls = channel_class(delivery.channel_type)
+        if row is None:
+            return cls({}, allow_private=delivery.workspace.allow_private_webhooks)
+        cache_key = (row.pk, row.updated_at)
+        impl = self._channels.get(cache_key)
+        if impl is None:
+            for stale in [k for k in self._channels if k[0] == row.pk]:
+                self._channels.pop(stale).close()
+            impl = cls(channel_config(row), allow_private=delivery.workspace.allow_private_webhooks)
+            self._channels[cache_key] = impl
+        return impl
+
+    def run_due(self, *, limit: int = 100) -> int:
+        """Claim and execute up to ``limit`` due deliveries; returns how many were handled."""
+        claimed = _claim(worker_id=self.worker_id, limit=limit)
+        for delivery in claimed:
+            try:
+                self._execute(delivery)
+            except Exception:  # noqa: BLE001 - one broken delivery must not stop the others
+                log.exception("delivery %s failed unexpectedly", delivery.pk)
+                with transaction.atomic():
+                    self._retry_or_fail(delivery, "internal error (see the worker log)", retry_after=None)
+        return len(claimed)
+
+    def _execute(self, delivery: Delivery) -> None:
+        if delivery.status == Delivery.Status.SENDING and delivery.channel_type not in IDEMPOTENT:
+            with transaction.atomic():
+                reason = "interrupted: the worker stopped during the send; not retried, so as not to send twice"
+                _set(delivery, status=Delivery.Status.FAILED, reason=reason, lease_until=None)
+                _event(delivery, "failed", reason=reason)
+            return
+        with transaction.atomic():
+            moved = Delivery.objects.filter(pk=delivery.pk, locked_by=self.worker_id).update(
+                status=Delivery.Status.SENDING, attempts=delivery.attempts + 1, updated_at=clock.now()
+            )
+            if not moved:
+                return  # the lease was lost to another worker meanwhile
+            delivery.attempts += 1
+        links = links_for(key=delivery.key, topic=delivery.topic, base_url=public_base())
+        message = Message(
+            key=delivery.key,
+            channel_type=delivery.channel_type,
+            topic=delivery.topic,
+            address=delivery.address,
+            content=delivery.content,
+            unsubscribe_url=links["unsubscribe_url"],
+            extra=self._extra(delivery),
+        )
+        try:
+            outcome = self._impl(delivery).send(message)
+        except DeliveryError as exc:
+            self._failed(delivery, exc)
+            return
+        now = clock.now()
+        with transaction.atomic():
+            status = Delivery.Status.DELIVERED if outcome.status == "delivered" else Delivery.Status.SENT
+            headers = {**(delivery.headers or {}), **({"sent": outcome.headers} if outcome.headers else {})}
+            _set(
+                delivery,
+                status=status,
+                provider_id=outcome.provider_id[:255],
+                headers=headers,
+                raw=outcome.raw,
+                sent_at=now,
+                lease_until=None,
+                reason="",
+            )
+            _event(delivery, "sent", at=now, detail=outcome.detail)
+            if status == Delivery.Status.DELIVERED:
+                _event(delivery, "delivered", at=now)
+
+    def _extra(self, delivery: Delivery) -> dict[str, Any]:
+        extra = dict((delivery.headers or {}).get("extra") or {})
+        if delivery.channel_type == "sms":
+            base = public_base()
+            if delivery.channel is not None:
+                extra["status_callback"] = f"{base}/m/in/{delivery.channel.webhook_token}/status"
+        if delivery.channel_type == "webhook":
+            extra.update(
+                delivery_id=delivery.pk,
+                customer_id=delivery.customer_id,
+                workspace=delivery.workspace.slug,
+                communication=delivery.communication.key if delivery.communication_id else "",
+            )
+        return extra
+
+    def _failed(self, delivery: Delivery, exc: DeliveryError) -> None:
+        with transaction.atomic():
+            if not exc.permanent:
+                self._retry_or_fail(delivery, exc.reason, retry_after=exc.retry_after)
+                return
+            status = Delivery.Status.BOUNCED if exc.bounced else Delivery.Status.FAILED
+            _set(delivery, status=status, reason=exc.reason[:1000], lease_until=None)
+            _event(delivery, status, reason=exc.reason, permanent=True)
+            if exc.bounced:
+                Suppression.objects.get_or_create(
+                    workspace_id=delivery.workspace_id,
+                    channel_type=delivery.channel_type,
+                    address=delivery.address,
+                    topic="",
+                    defaults={"reason": Suppression.Reason.BOUNCE, "detail": exc.reason[:1000]},
+                )
+            if getattr(exc, "expired", False) and delivery.channel_type == "webpush":
+                PushSubscription.objects.filter(workspace_id=delivery.workspace_id, endpoint=delivery.address).update(
+                    expired_at=clock.now()
+                )
+
+    def _retry_or_fail(self, delivery: Delivery, reason: str, *, retry_after: float | None) -> None:
+        if delivery.attempts >= int(settings.TSUNAGU_DELIVERY_MAX_ATTEMPTS):
+            final = f"gave up after {delivery.attempts} attempts: {reason}"
+            _set(delivery, status=Delivery.Status.FAILED, reason=final[:1000], lease_until=None)
+            _event(delivery, "failed", reason=final)
+            return
+        wait = backoff(delivery.attempts)
+        if retry_after:
+            wait = max(wait, dt.timedelta(seconds=min(retry_after, 3600)))
+        # Back to queued: this attempt ended with the provider's answer, so a retry cannot send twice.
+        _set(
+            delivery,
+            status=Delivery.Status.QUEUED,
+            reason=f"retrying: {reason}"[:1000],
+            lease_until=None,
+            due_at=clock.now() + wait,
+        )
+
+
+@dataclass(slots=True)
+class Report:
+    """What a provider, a tracking pixel or the customer said about a delivery."""
+
+    status: str
+    reason: str = ""
+    at: dt.datetime | None = None
+    machine: bool = False
+    data: dict[str, Any] | None = None
+
+
+def delivery_report(*, delivery: Delivery, report: Report) -> bool:
+    """Record a report on a delivery in one transaction: a main state moves the delivery forward only
+    (never from delivered back to sent); ``opened``/``clicked``/``replied``/``unsubscribed`` are recorded as
+    events beside the state (machine opens and clicks flagged, not counted). A bounce suppresses the
+    address. Returns whether anything changed."""
+    now = clock.now()
+    at = report.at or now
+    with transaction.atomic():
+        current = (
+            Delivery.objects.select_for_update().get(pk=delivery.pk)
+            if connection.vendor == "postgresql"
+            else (Delivery.objects.get(pk=delivery.pk))
+        )
+        if report.status in ENGAGEMENT:
+            changes: dict[str, Any] = {}
+            if not report.machine:
+                if report.status == "opened" and current.opened_at is None:
+                    changes["opened_at"] = at
+                if report.status == "clicked" and current.clicked_at is None:
+                    changes["clicked_at"] = at
+                    if current.opened_at is None:  # a click implies the message was opened
+                        changes["opened_at"] = at
+            if changes:
+                _set(current, **changes)
+            DeliveryEvent.objects.create(
+                delivery=current,
+                workspace_id=current.workspace_id,
+                status=report.status,
+                at=at,
+                reason=report.reason[:1000],
+                data=report.data or {},
+                machine=report.machine,
+                # Machine opens are kept for the record but are not the customer's doing: not on the timeline.
+                logged=report.machine,
+            )
+            return True
+        if report.status not in RANK or RANK[report.status] <= RANK.get(current.status, 0):
+            return False
+        if current.status in ("failed", "bounced"):
+            return False
+        _set(current, status=report.status, reason=report.reason[:1000])
+        _event(current, report.status, reason=report.reason, at=at, **(report.data or {}))
+        if report.status == "bounced":
+            Suppression.objects.get_or_create(
+                workspace_id=current.workspace_id,
+                channel_type=current.channel_type,
+                address=current.address,
+                topic="",
+                defaults={"reason": Suppression.Reason.BOUNCE, "detail": report.reason[:1000]},
+            )
+        return True

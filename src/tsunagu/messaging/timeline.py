@@ -1,0 +1,159 @@
+"""Messaging's events on the customer's timeline, through the one way in (the ingest log).
+
+Delivery state changes wait in ``DeliveryEvent`` rows (an outbox) until ``delivery_events_publish`` appends
+them; inbound channel events (LINE follows, SMS replies) are appended as they arrive. Each has a messageId
+derived from what it records, so appending it twice — after a crash between the append and the mark — is
+a duplicate the applier drops.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.db import transaction
+
+from tsunagu.core.models import Workspace
+from tsunagu.core.permissions import SYSTEM
+from tsunagu.events.selectors import source_list
+from tsunagu.events.services import events_append, source_create
+from tsunagu.events.validation import Invalid, ParsedEvent, parse_event
+from tsunagu.messaging.models import Delivery, DeliveryEvent
+
+SOURCE_NAME = "tsunagu messaging"
+MAX_EVENT_BYTES = 32 * 1024
+
+EVENT_NAMES = {
+    "sent": "Message Sent",
+    "delivered": "Message Delivered",
+    "failed": "Message Failed",
+    "bounced": "Message Bounced",
+    "opened": "Message Opened",
+    "clicked": "Message Clicked",
+    "replied": "Message Replied",
+    "unsubscribed": "Message Unsubscribed",
+}
+# The touchpoint (events.Channel) of each messaging channel type.
+TOUCHPOINT = {
+    "email": "email",
+    "sms": "sms",
+    "line": "line",
+    "webpush": "web",
+    "in_app": "app",
+    "webhook": "backoffice",
+}
+
+
+def messaging_source(workspace: Workspace) -> Any:
+    """The workspace's source for messaging's own events, created on first use."""
+    for source in source_list(workspace=workspace):
+        if source.name == SOURCE_NAME:
+            return source
+    return source_create(workspace=workspace, name=SOURCE_NAME, channel="backoffice", actor=SYSTEM)
+
+
+def _identity(delivery: Delivery) -> dict[str, Any]:
+    """userId, else every identity of the profile as externalIds, so the applier finds the customer (or
+    the profile it was merged into) without creating one."""
+    customer = delivery.customer
+    if customer is None:
+        return {}
+    if customer.user_id:
+        return {"userId": customer.user_id}
+    ids: list[dict[str, str]] = []
+    for ident in customer.identities.all()[:10]:
+        kind = ident.type.removeprefix("external:")
+        if ident.type == "anonymous_id":
+            return {"anonymousId": ident.value}
+        ids.append({"type": kind, "id": ident.value})
+    return {"context": {"externalIds": ids}} if ids else {}
+
+
+def _delivery_event_payload(row: DeliveryEvent) -> dict[str, Any] | None:
+    delivery = row.delivery
+    who = _identity(delivery)
+    if not who:
+        return None
+    context = {"channel": TOUCHPOINT.get(delivery.channel_type, "backoffice"), **who.pop("context", {})}
+    properties: dict[str, Any] = {
+        "delivery_id": delivery.pk,
+        "send_id": delivery.send_id,
+        "communication": delivery.communication.key,
+        "version": delivery.version.number,
+        "channel": delivery.channel_type,
+        "topic": delivery.topic,
+        "status": row.status,
+    }
+    if delivery.subject:
+        properties["subject"] = delivery.subject[:200]
+    if row.reason:
+        properties["reason"] = row.reason
+    if row.data.get("url"):
+        properties["url"] = str(row.data["url"])[:2000]
+    return {
+        "type": "track",
+        "event": EVENT_NAMES.get(row.status, f"Message {row.status.title()}"),
+        "messageId": f"tsunagu:delivery-event:{row.pk}",
+        "timestamp": row.at.isoformat(),
+        "properties": properties,
+        "context": context,
+        **who,
+    }
+
+
+def _parse(payload: dict[str, Any]) -> ParsedEvent | None:
+    try:
+        return parse_event(payload, type_=None, where="", max_bytes=MAX_EVENT_BYTES)
+    except Invalid:
+        return None
+
+
+def delivery_events_publish(*, limit: int = 500) -> int:
+    """Append up to ``limit`` unpublished delivery events to the ingest log, per workspace, then mark them.
+    Not inside a transaction (the log is its own store on SQLite). Returns how many were marked."""
+    rows = list(
+        DeliveryEvent.objects.filter(logged=False)
+        .select_related("delivery__customer", "delivery__communication", "delivery__version", "workspace")
+        .order_by("id")[:limit]
+    )
+    by_workspace: dict[int, list[DeliveryEvent]] = {}
+    for row in rows:
+        by_workspace.setdefault(row.workspace_id, []).append(row)
+    done = 0
+    for group in by_workspace.values():
+        parsed = [p for p in (_parse(x) for x in map(_delivery_event_payload, group) if x) if p is not None]
+        if parsed:
+            events_append(source=messaging_source(group[0].workspace), events=parsed, check_backlog=False)
+        with transaction.atomic():
+            done += DeliveryEvent.objects.filter(pk__in=[r.pk for r in group]).update(logged=True)
+    return done
+
+
+def customer_event_append(
+    *,
+    workspace: Workspace,
+    identity: tuple[str, str],
+    event: str,
+    properties: dict[str, Any],
+    message_id: str,
+    channel: str,
+    at: dt.datetime | None = None,
+) -> bool:
+    """Append one event a customer did on a channel (a LINE follow, an SMS reply), the customer found (or
+    created) by ``identity`` — ("external:line_user_id", "U…"), ("phone", "+81…"), ("email", …)."""
+    kind, value = identity
+    external = {"type": kind.removeprefix("external:"), "id": value}
+    payload: dict[str, Any] = {
+        "type": "track",
+        "event": event,
+        "messageId": message_id,
+        "properties": properties,
+        "context": {"channel": channel, "externalIds": [external]},
+    }
+    if at is not None:
+        payload["timestamp"] = at.isoformat()
+    parsed = _parse(payload)
+    if parsed is None:
+        return False
+    events_append(source=messaging_source(workspace), events=[parsed])
+    return True
