@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpRequest
-from ninja import Router, Status
+from ninja import Body, Router, Status
 
 from tsunagu.core.errors import NotFound, ValidationError
 from tsunagu.core.models import Membership
@@ -115,7 +115,7 @@ def get_settings(request: HttpRequest) -> dict[str, Any]:
 
 
 @router.patch("/workspace/settings", summary="Change some settings (admin keys); audited", tags=["workspace"])
-def patch_settings(request: HttpRequest, payload: dict[str, Any]) -> dict[str, Any]:
+def patch_settings(request: HttpRequest, payload: Body[dict[str, Any]]) -> dict[str, Any]:
     return workspace_settings_update(
         workspace=request.auth,  # type: ignore[attr-defined]
         changes=payload,

@@ -81,15 +81,13 @@ def _known_path(context: dict[str, Any], segments: list[Any]) -> bool:
     for segment in segments:
         if isinstance(segment, list):  # a nested expression (items[i]): cannot be known statically
             return True
-        if (
-            isinstance(value, dict)
-            and segment in value
-            or isinstance(value, list)
-            and isinstance(segment, int)
-            and -len(value) <= segment < len(value)
-        ):
+        if isinstance(value, dict) and segment in value:  # noqa: SIM114 - two kinds of lookup, kept apart
             value = value[segment]
-        return bool(isinstance(value, (list, str)) and segment in ("size", "first", "last"))
+        elif isinstance(value, list) and isinstance(segment, int) and -len(value) <= segment < len(value):
+            value = value[segment]
+        else:
+            # ``size``/``first``/``last`` of a list or string are known: Liquid computes them.
+            return isinstance(value, (list, str)) and segment in ("size", "first", "last")
     return True
 
 
@@ -113,12 +111,22 @@ def check_variant(variant: dict[str, Any], *, sample: dict[str, Any]) -> list[Te
             continue
         analysis = template.analyze()
         env = _env(name in _HTML_FIELDS)
+        for variables in analysis.variables.values():
+            for var in variables:
+                if any(isinstance(s, str) and s.startswith("_") for s in var.segments):
+                    line = source.count("\n", 0, var.span.index) + 1
+                    problems.append(
+                        TemplateProblem(channel, locale, name, line, "names starting with '_' are not available")
+                    )
         for filter_name, spans in analysis.filters.items():
             if filter_name not in env.filters:
                 line = source.count("\n", 0, spans[0].index) + 1 if spans else None
                 problems.append(TemplateProblem(channel, locale, name, line, f"unknown filter {filter_name!r}"))
         for var_name, variables in analysis.globals.items():
             for var in variables:
+                # ``data`` and ``event`` differ with every send: only the customer can be checked.
+                if var_name in ("data", "event"):
+                    break
                 if not _known_path(sample, list(var.segments)):
                     line = source.count("\n", 0, var.span.index) + 1
                     path = ".".join(str(s) for s in var.segments)

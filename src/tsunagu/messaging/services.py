@@ -293,8 +293,10 @@ def _clean_data(data: Any) -> dict[str, Any]:
         raise ValidationError("is not representable as JSON", field="data") from None
     if size > MAX_DATA_BYTES:
         raise ValidationError(f"is {size} bytes, over the {MAX_DATA_BYTES // 1024} KB limit", field="data")
-    if "\x00" in orjson.dumps(data).decode():
-        raise ValidationError("must not contain the NUL character (U+0000)", field="data")
+    from tsunagu.events.validation import NUL_MESSAGE, nul_path
+
+    if (where := nul_path(data, "data")) is not None:
+        raise ValidationError(f"{where}: {NUL_MESSAGE}", field="data")
     return data
 
 

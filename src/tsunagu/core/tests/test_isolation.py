@@ -19,6 +19,8 @@ from tsunagu.core.services import apikey_create, apikey_revoke, membership_add, 
 from tsunagu.customers.models import Customer, Merge
 from tsunagu.events.models import Event, Source
 from tsunagu.events.services import source_create
+from tsunagu.messaging.delivery import Runner
+from tsunagu.messaging.services import channel_create, communication_create, send_create
 from tsunagu.testing.pipeline import apply_all
 
 pytestmark = pytest.mark.django_db
@@ -32,6 +34,20 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/api/v1/api-keys"): {"name": "made by A", "role": "viewer"},
     ("post", "/api/v1/members"): {"username": "newcomer", "role": "viewer"},
     ("patch", "/api/v1/members/{username}"): {"role": "admin"},
+    ("post", "/api/v1/channels"): {"type": "in_app", "name": "Inbox created"},
+    ("patch", "/api/v1/channels/{channel_id}"): {"name": "Renamed"},
+    ("post", "/api/v1/communications"): {
+        "key": "created",
+        "name": "Created",
+        "topic": "service",
+        "variants": [{"channel": "in_app", "locale": "ja", "title": "t", "body": "b"}],
+    },
+    ("put", "/api/v1/communications/{key}"): {
+        "variants": [{"channel": "in_app", "locale": "ja", "title": "v2 {{ customer.name }}", "body": "b"}]
+    },
+    # Tenant AAA's communication and user: the walks that send act as AAA.
+    ("post", "/api/v1/sends"): {"communication": "notice-aaa", "user_id": "user-AAA"},
+    ("patch", "/api/v1/workspace/settings"): {"default_locale": "en"},
 }
 
 
@@ -46,8 +62,12 @@ class Tenant:
     key_id: int
     member: str
     markers: list[str]
+    channel_id: int = 0
+    communication_key: str = ""
+    send_id: int = 0
+    message_id: int = 0
 
-    def path_value(self, name: str) -> int:
+    def path_value(self, name: str) -> Any:
         """The id of this tenant's object that fills a path parameter. A new parameter name must be taught
         here, so that no endpoint escapes the isolation walk."""
         values = {
@@ -55,6 +75,10 @@ class Tenant:
             "source_id": self.source_id,
             "key_id": self.key_id,
             "username": self.member,
+            "channel_id": self.channel_id,
+            "key": self.communication_key,
+            "send_id": self.send_id,
+            "message_id": self.message_id,
         }
         assert name in values, f"path parameter {name!r} has no object to fill it with: add it to Tenant.path_value"
         return values[name]
@@ -100,7 +124,18 @@ def populate(workspace: Any, tag: str) -> Tenant:
     membership_add(workspace=workspace, user=member, role="operator", actor=SYSTEM)
     owner = user_create(username=f"owner-{tag}", password="correct-horse-battery")
     membership_add(workspace=workspace, user=owner, role="owner", actor=SYSTEM)
-    return Tenant(
+    # Messaging: a channel, a communication, and an in-app message delivered to the customer.
+    channel = channel_create(workspace=workspace, type="in_app", name=f"Inbox-{tag}", config={}, actor=SYSTEM)
+    comm, _ = communication_create(
+        workspace=workspace, key=f"notice-{tag.lower()}", name=f"Notice-{tag}", topic="service", actor=SYSTEM,
+        variants=[{"channel": "in_app", "locale": "ja", "title": "Notice-{{ customer.traits.name }}",
+                   "body": "Hello {{ customer.traits.name }}"}],
+    )
+    sent = send_create(workspace=workspace, communication=comm.key, customer=customer, actor=SYSTEM)
+    Runner(worker_id=f"populate-{tag}").run_due()
+    message = sent.deliveries.get()
+    assert message.status == "delivered"
+    tenant = Tenant(
         tag=tag,
         token=token,
         write_key=source.write_key,
@@ -123,8 +158,13 @@ def populate(workspace: Any, tag: str) -> Tenant:
             f"member-{tag}",
             f"owner-{tag}",
             f"key-{tag}",
+            f"Notice-{tag}",
+            f"Inbox-{tag}",
         ],
     )
+    tenant.channel_id, tenant.communication_key = channel.pk, comm.key
+    tenant.send_id, tenant.message_id = sent.pk, message.pk
+    return tenant
 
 
 @pytest.fixture
@@ -233,6 +273,14 @@ def query_values(names: list[str], tenant: Tenant) -> list[dict[str, Any]]:
         "user_id": f"user-{tenant.tag}",
         "anonymous_id": f"anon-{tenant.tag}-2",
         "q": f"Name-{tenant.tag}",
+        "channel": "in_app",
+        "status": "delivered",
+        "communication": tenant.communication_key,
+        "since": "2000-01-01T00:00:00Z",
+        "until": "2100-01-01T00:00:00Z",
+        "customer_id": tenant.customer_id,
+        "locale": "ja",
+        "version": 1,
     }
     variants: list[dict[str, Any]] = [{}]
     for name in names:
@@ -301,7 +349,8 @@ def test_write_endpoints_with_the_other_workspaces_ids_are_404(tenants):
     # Write endpoints without ids act on the caller's own workspace only.
     for method, template, _ in [w for w in writes if not w[2]]:
         status, body, _ = call(method, template, a.token)
-        assert status == 201, (method, template, body)  # each of them creates something
+        # Each of them creates something (PATCH of the settings changes the caller's own).
+        assert status == (200 if method == "patch" else 201), (method, template, body)
     assert Source.objects.filter(workspace__slug="shop-b").count() == 1
 
 

@@ -13,6 +13,7 @@ from tsunagu.core.permissions import ROLE_RANK, SYSTEM
 from tsunagu.core.services import apikey_create, user_create
 from tsunagu.core.tests.test_isolation import call, operations, populate
 from tsunagu.events.models import Source
+from tsunagu.messaging.models import Delivery, Send
 
 pytestmark = pytest.mark.django_db
 
@@ -27,6 +28,14 @@ WRITES: dict[tuple[str, str], tuple[str, int]] = {
     ("post", f"{API}/members"): ("owner", 201),
     ("patch", f"{API}/members/{{username}}"): ("owner", 200),
     ("delete", f"{API}/members/{{username}}"): ("owner", 204),
+    ("patch", f"{API}/workspace/settings"): ("admin", 200),
+    ("post", f"{API}/channels"): ("admin", 201),
+    ("patch", f"{API}/channels/{{channel_id}}"): ("admin", 200),
+    ("delete", f"{API}/channels/{{channel_id}}"): ("admin", 204),
+    ("post", f"{API}/communications"): ("operator", 201),
+    ("put", f"{API}/communications/{{key}}"): ("operator", 200),
+    ("post", f"{API}/sends"): ("agent", 201),
+    ("post", f"{API}/customers/{{customer_id}}/inbox/{{message_id}}/read"): ("agent", 200),
 }
 ROLES = ["viewer", "agent", "operator", "admin", "owner"]
 
@@ -49,6 +58,8 @@ def state() -> Any:
         sorted(ApiKey.objects.values_list("pk", "revoked_at")),
         sorted(Membership.objects.values_list("workspace_id", "user_id", "role")),
         AuditEntry.objects.count(),
+        Send.objects.count(),
+        sorted(Delivery.objects.values_list("pk", "read_at")),
     )
 
 
@@ -107,7 +118,7 @@ def test_an_admin_key_does_every_admin_write(tenant, workspace):
             status, body, _ = call(method, fill(template, params, tenant), token)
             assert status == WRITES[(method, template)][1], (method, template, body)
             done.append(template)
-    assert len(done) == 4
+    assert len(done) == 8
 
 
 def test_an_admin_key_cannot_grant_or_revoke_above_admin(tenant, workspace):
