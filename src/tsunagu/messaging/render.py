@@ -114,14 +114,14 @@ def check_variant(variant: dict[str, Any], *, sample: dict[str, Any]) -> list[Te
         for variables in analysis.variables.values():
             for var in variables:
                 if any(isinstance(s, str) and s.startswith("_") for s in var.segments):
-                    line = source.count("\n", 0, var.span.index) + 1
+                    at = source.count("\n", 0, var.span.index) + 1
                     problems.append(
-                        TemplateProblem(channel, locale, name, line, "names starting with '_' are not available")
+                        TemplateProblem(channel, locale, name, at, "names starting with '_' are not available")
                     )
         for filter_name, spans in analysis.filters.items():
             if filter_name not in env.filters:
-                line = source.count("\n", 0, spans[0].index) + 1 if spans else None
-                problems.append(TemplateProblem(channel, locale, name, line, f"unknown filter {filter_name!r}"))
+                where = source.count("\n", 0, spans[0].index) + 1 if spans else None
+                problems.append(TemplateProblem(channel, locale, name, where, f"unknown filter {filter_name!r}"))
         for var_name, variables in analysis.globals.items():
             for var in variables:
                 # ``data`` and ``event`` differ with every send: only the customer can be checked.
