@@ -31,11 +31,13 @@ from tsunagu.demo.catalog import (
     SOURCES,
     TOKEN_FILE,
 )
+from tsunagu.demo.messaging import demo_messaging
 from tsunagu.demo.simulation import _fit, _Simulation
 from tsunagu.events.applier import events_apply_pending
 from tsunagu.events.selectors import event_count, source_list
 from tsunagu.events.services import events_append, source_create
 from tsunagu.events.validation import ParsedEvent, parse_event
+from tsunagu.messaging.timeline import delivery_events_publish
 
 # Events appended between two runs of the applier: the progress bar moves as profiles are written.
 _APPLY_EVERY = 5000
@@ -214,11 +216,16 @@ def demo_load(
                 for channel in list(pending):
                     send(channel)
                 advance(_apply(workspace))
+            # Three weeks of messages, and their outcomes on the timeline through the same log.
+            sent = demo_messaging(workspace=workspace, actor=DEMO_ACTOR, end=received_at, seed=SEED)
+            while delivery_events_publish(limit=2000):
+                pass
+            events_apply_pending(workspace_id=workspace.pk)
             audit_record(
                 workspace=workspace,
                 actor=DEMO_ACTOR,
                 action="demo.loaded",
-                data={"people": customers, "events": len(stream), "seed": SEED},
+                data={"people": customers, "events": len(stream), "seed": SEED, "sends": sent},
             )
             job_enqueue(kind="core.optimize_database", idempotency_key="demo-optimize")
     except Conflict:

@@ -282,7 +282,10 @@ def delivery_report(*, delivery: Delivery, report: Report) -> bool:
             return False
         if current.status in ("failed", "bounced"):
             return False
-        _set(current, status=report.status, reason=report.reason[:1000])
+        changes = {"status": report.status, "reason": report.reason[:1000]}
+        if report.status == "sent" and current.sent_at is None:
+            changes["sent_at"] = at
+        _set(current, **changes)
         _event(current, report.status, reason=report.reason, at=at, **(report.data or {}))
         if report.status == "bounced":
             Suppression.objects.get_or_create(

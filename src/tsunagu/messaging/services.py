@@ -6,6 +6,7 @@ A send is recorded — rendered, with its delivery row — in one transaction an
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Any
 
@@ -345,6 +346,7 @@ def send_create(
     event: dict[str, Any] | None = None,
     idempotency_key: str | None = None,
     base_url: str = "",
+    at: dt.datetime | None = None,
 ) -> Send:
     """Record a send of ``communication`` (its key) to ``customer``: the channel asked for, else the first
     variant's channel that is configured and reaches the customer; the variant of the customer's locale
@@ -354,6 +356,7 @@ def send_create(
     One transaction. The same ``idempotency_key`` again returns the first send and records nothing. When no
     channel can reach the customer, the send and a failed delivery with the reasons are recorded (and reach
     the timeline as ``Message Failed``): the caller learns it from ``status``, not from an exception.
+    ``at`` records the send at another time than now (imports of an earlier platform's archive, the demo).
     Raises ``NotFound`` (communication), ``ValidationError`` (channel without a variant, bad data)."""
     authorize(actor=actor, workspace=workspace, perm=Perm.SEND)
     if idempotency_key is not None:
@@ -386,7 +389,7 @@ def send_create(
             continue
         chosen = (candidate, row, address, extra)
         break
-    now = clock.now()
+    now = at or clock.now()
     delivery = Delivery(
         workspace=workspace,
         customer=customer,

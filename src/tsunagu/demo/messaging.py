@@ -1,0 +1,193 @@
+"""The demo's communications: channels, four communications in Japanese and English, and three weeks of
+archived deliveries with what became of them (delivered, opened, clicked, bounced, failed, read).
+
+The provider channels (SMTP, Twilio, LINE) carry demo credentials and are left disabled after the history is
+written, so ``make run`` never tries to reach a provider; the in-app inbox stays on, so "send a test" works
+out of the box.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from typing import Any
+
+from tsunagu.customers.selectors import customer_list
+from tsunagu.messaging.delivery import Report, delivery_report
+from tsunagu.messaging.services import channel_create, channel_update, communication_create, send_create
+
+CHANNELS: list[tuple[str, str, dict[str, Any]]] = [
+    (
+        "email",
+        "メール配信 (デモ)",
+        {
+            "host": "localhost",
+            "port": 1025,
+            "security": "none",
+            "from_email": "info@tsunagu-mart.example",
+            "from_name": "つなぐマート",
+        },
+    ),
+    (
+        "sms",
+        "SMS (デモ)",
+        {
+            "provider": "twilio",
+            "account_sid": "AC" + "0" * 32,
+            "auth_token": "demo-token",
+            "from_number": "+815012345678",
+        },
+    ),
+    (
+        "line",
+        "LINE公式アカウント (デモ)",
+        {"channel_access_token": "demo-access-token", "channel_secret": "demo-secret"},
+    ),
+    ("in_app", "アプリ内お知らせ", {}),
+]
+
+_SHIPPED_HTML_JA = """<h1>{{ customer.family_name }} {{ customer.given_name }} 様</h1>
+<p>ご注文の商品を発送しました。お届けまで今しばらくお待ちください。</p>
+<p>注文番号: <strong>{{ data.order_id | default: "TM-000000" }}</strong></p>
+<p><a href="https://tsunagu-mart.example/orders/{{ data.order_id }}">配送状況を確認する</a></p>"""
+
+COMMUNICATIONS: list[dict[str, Any]] = [
+    {
+        "key": "order-shipped",
+        "name": "発送のお知らせ",
+        "topic": "transactional",
+        "variants": [
+            {
+                "channel": "email",
+                "locale": "ja",
+                "subject": "【つなぐマート】ご注文の商品を発送しました",
+                "html": _SHIPPED_HTML_JA,
+            },
+            {
+                "channel": "email",
+                "locale": "en",
+                "subject": "Your Tsunagu Mart order has shipped",
+                "html": "<p>Dear {{ customer.given_name }},</p><p>Your order {{ data.order_id }} is on its way.</p>",
+            },
+            {
+                "channel": "sms",
+                "locale": "ja",
+                "text": "つなぐマートです。ご注文{{ data.order_id }}を発送しました。配送状況はアプリでご確認ください。",
+            },
+            {
+                "channel": "line",
+                "locale": "ja",
+                "text": "{{ customer.family_name }}様、ご注文の商品を発送しました📦 "
+                "配送状況はメニューからご確認いただけます。",
+            },
+            {
+                "channel": "in_app",
+                "locale": "ja",
+                "title": "発送しました",
+                "body": "ご注文{{ data.order_id }}を発送しました。",
+                "url": "https://tsunagu-mart.example/orders",
+            },
+        ],
+    },
+    {
+        "key": "cart-reminder",
+        "name": "カート放棄リマインド",
+        "topic": "marketing",
+        "variants": [
+            {"channel": "line", "locale": "ja", "text": "カートに商品が残っています🛒 本日中のご注文で送料無料！"},
+            {
+                "channel": "email",
+                "locale": "ja",
+                "subject": "お買い忘れはありませんか？",
+                "html": '<p>{{ customer.family_name }}様</p><p>カートに商品が残っています。<a href="https://tsunagu-mart.example/cart">カートを見る</a></p>'
+                '<p><a href="{{ unsubscribe_url }}">配信停止</a></p>',
+            },
+        ],
+    },
+    {
+        "key": "point-expiry",
+        "name": "ポイント失効のご案内",
+        "topic": "service",
+        "variants": [
+            {
+                "channel": "line",
+                "locale": "ja",
+                "text": "ポイントの有効期限が近づいています。今月末までにご利用ください。",
+            },
+            {"channel": "sms", "locale": "ja", "text": "つなぐマート: ポイントの有効期限は今月末です。"},
+            {
+                "channel": "in_app",
+                "locale": "ja",
+                "title": "ポイント失効のお知らせ",
+                "body": "今月末で失効するポイントがあります。",
+            },
+        ],
+    },
+    {
+        "key": "refund-done",
+        "name": "返金完了のお知らせ",
+        "topic": "transactional",
+        "variants": [
+            {
+                "channel": "email",
+                "locale": "ja",
+                "subject": "【つなぐマート】返金手続きが完了しました",
+                "html": "<p>{{ customer.family_name }} 様</p><p>ご依頼の返金手続きが完了しました。</p>",
+            },
+            {"channel": "in_app", "locale": "ja", "title": "返金完了", "body": "返金手続きが完了しました。"},
+        ],
+    },
+]
+
+# What became of a delivery on each channel: (status, chance) reports after "sent".
+_OUTCOMES: dict[str, list[tuple[str, float]]] = {
+    "email": [("bounced", 0.02), ("opened", 0.45), ("clicked", 0.12)],
+    "sms": [("failed", 0.04), ("delivered", 1.0)],
+    "line": [],
+    "in_app": [("opened", 0.5)],
+}
+
+
+def demo_messaging(*, workspace: Any, actor: Any, end: dt.datetime, seed: int, sends: int = 400) -> int:
+    """Create the demo's channels and communications and ``sends`` archived deliveries over the three weeks
+    before ``end``. Returns the number of sends recorded."""
+    rng = random.Random(seed)  # noqa: S311 - demo data, not security
+    channels = [channel_create(workspace=workspace, type=t, name=n, config=c, actor=actor) for t, n, c in CHANNELS]
+    for spec in COMMUNICATIONS:
+        communication_create(workspace=workspace, actor=actor, **spec)
+    people = list(customer_list(workspace=workspace).order_by("id")[:2000])
+    made = 0
+    for _ in range(sends if people else 0):
+        customer = rng.choice(people)
+        key = rng.choice(["order-shipped", "order-shipped", "cart-reminder", "point-expiry", "refund-done"])
+        at = end - dt.timedelta(days=rng.uniform(0.2, 21))
+        send = send_create(
+            workspace=workspace,
+            communication=key,
+            customer=customer,
+            actor=actor,
+            at=at,
+            data={"order_id": f"TM-{rng.randrange(100000, 999999)}"},
+        )
+        made += 1
+        delivery = send.deliveries.get()
+        if delivery.status != "queued":
+            continue  # no channel reached this customer: the failed send is part of the archive too
+        t = at + dt.timedelta(seconds=rng.uniform(1, 20))
+        delivery_report(delivery=delivery, report=Report(status="sent", at=t))
+        if delivery.channel_type == "in_app":
+            delivery_report(delivery=delivery, report=Report(status="delivered", at=t))
+        for status, chance in _OUTCOMES.get(delivery.channel_type, []):
+            if rng.random() >= chance:
+                continue
+            t += dt.timedelta(minutes=rng.uniform(1, 600))
+            reason = {"bounced": "550 5.1.1 user unknown", "failed": "30003 Unreachable destination handset"}.get(
+                status, ""
+            )
+            delivery_report(delivery=delivery, report=Report(status=status, at=t, reason=reason))
+            if status in ("bounced", "failed"):
+                break
+    for channel in channels:
+        if channel.type != "in_app":
+            channel_update(channel=channel, actor=actor, enabled=False)
+    return made
