@@ -1,0 +1,184 @@
+"""Emails rendered and handed to a loopback SMTP server by one worker, beside smtplib in a tight loop.
+
+``python -m bench.email_send [--emails N]`` (part of ``make bench``). In one run, on a fresh database:
+
+1. baseline — the same number of messages, built once with ``email.message.EmailMessage`` and sent with
+   ``smtplib`` over one connection in a tight loop: what the SMTP server and the loopback allow;
+2. tsunagu — ``send_create`` for each customer (the communication's Liquid variant rendered for them,
+   the delivery recorded with its search index) and one ``Runner`` executing every delivery through the
+   email channel (MIME built, RFC 8058 headers, the ``sending``/``sent`` commits and the timeline outbox
+   rows). The figure is messages / (render + record + send) seconds.
+
+The SMTP server is aiosmtpd in its own process (it would otherwise share the GIL with what is measured),
+answering 250 to everything and counting messages, so both figures end with the server having every one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import smtplib
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _smtp_sink(port: int, counter: Any, ready: Any) -> None:
+    import asyncio
+
+    from aiosmtpd.controller import Controller
+
+    class Count:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
+            with counter.get_lock():
+                counter.value += 1
+            return "250 OK"
+
+    controller = Controller(Count(), hostname="127.0.0.1", port=port)
+    controller.start()
+    ready.set()
+    try:
+        asyncio.run(asyncio.sleep(10**6))
+    finally:
+        controller.stop()
+
+
+def _wait_count(counter: Any, n: int, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while counter.value < n:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the SMTP sink got {counter.value} of {n} messages")
+        time.sleep(0.01)
+
+
+def baseline(port: int, n: int, counter: Any) -> float:
+    msg = EmailMessage()
+    msg["From"] = "つなぐマート <info@tsunagu-mart.example>"
+    msg["To"] = "customer@example.jp"
+    msg["Subject"] = "【つなぐマート】ご注文の商品を発送しました"
+    msg.set_content("ご注文の商品を発送しました。")
+    msg.add_alternative("<p>ご注文の商品を発送しました。</p>", subtype="html")
+    start_count = counter.value
+    started = time.perf_counter()
+    with smtplib.SMTP("127.0.0.1", port) as smtp:
+        for i in range(n):
+            smtp.sendmail("info@tsunagu-mart.example", [f"c{i}@example.jp"], msg.as_bytes())
+    _wait_count(counter, start_count + n)
+    return n / (time.perf_counter() - started)
+
+
+def tsunagu(port: int, n: int, counter: Any) -> tuple[float, dict[str, float]]:
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    from tsunagu.core.permissions import SYSTEM
+    from tsunagu.core.services import workspace_create
+    from tsunagu.customers.selectors import customer_list
+    from tsunagu.events.applier import events_apply_pending
+    from tsunagu.events.services import events_append, source_create
+    from tsunagu.events.validation import parse_event
+    from tsunagu.messaging.delivery import Runner
+    from tsunagu.messaging.services import channel_create, communication_create, send_create
+
+    ws = workspace_create(name="Bench", slug=f"bench-{os.getpid()}", actor=SYSTEM)
+    source = source_create(workspace=ws, name="web", actor=SYSTEM)
+    events = [
+        parse_event(
+            {"type": "identify", "userId": f"u{i}", "traits": {"email": f"c{i}@example.jp", "name": f"山田 {i}",
+                                                              "family_name": "山田"}},
+            type_=None, where="", max_bytes=32_000,
+        )
+        for i in range(n)
+    ]
+    for i in range(0, n, 500):
+        events_append(source=source, events=events[i : i + 500], check_backlog=False)
+    events_apply_pending(workspace_id=ws.pk)
+    channel_create(
+        workspace=ws, type="email", name="smtp", actor=SYSTEM,
+        config={"host": "127.0.0.1", "port": port, "security": "none", "from_email": "info@tsunagu-mart.example",
+                "from_name": "つなぐマート"},
+    )
+    communication_create(
+        workspace=ws, key="order-shipped", name="発送", topic="service", actor=SYSTEM,
+        variants=[{
+            "channel": "email", "locale": "ja", "subject": "【つなぐマート】{{ customer.traits.name }}様、発送しました",
+            "html": "<h1>{{ customer.traits.name }} 様</h1><p>ご注文 {{ data.order }} を発送しました。</p>"
+                    "<p><a href=\"https://example.jp/o/{{ data.order }}\">配送状況</a></p>",
+        }],
+    )
+    customers = list(customer_list(workspace=ws).order_by("id"))
+    start_count = counter.value
+    started = time.perf_counter()
+    for i, customer in enumerate(customers):
+        send_create(workspace=ws, communication="order-shipped", customer=customer, actor=SYSTEM,
+                    data={"order": f"TM-{i}"})
+    recorded = time.perf_counter()
+    runner = Runner(worker_id="bench")
+    while runner.run_due(limit=200):
+        pass
+    runner.close()
+    _wait_count(counter, start_count + len(customers))
+    done = time.perf_counter()
+    return len(customers) / (done - started), {
+        "render_record_per_s": len(customers) / (recorded - started),
+        "send_per_s": len(customers) / (done - recorded),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.email_send", description=__doc__.split("\n\n")[0])
+    p.add_argument("--emails", type=int, default=5000)
+    p.add_argument("--repeat", type=int, default=3)
+    args = p.parse_args(argv)
+    port = _free_port()
+    counter, ready = mp.Value("l", 0), mp.Event()
+    sink = mp.Process(target=_smtp_sink, args=(port, counter, ready), daemon=True)
+    sink.start()
+    ready.wait(30)
+    results: dict[str, list[float]] = {"baseline": [], "tsunagu": [], "render_record_per_s": [], "send_per_s": []}
+    try:
+        for _ in range(args.repeat):
+            results["baseline"].append(baseline(port, args.emails, counter))
+            with tempfile.TemporaryDirectory() as data:
+                os.environ["TSUNAGU_DATA_DIR"] = data
+                os.environ["DJANGO_SETTINGS_MODULE"] = "tsunagu.settings"
+                # Each repetition in its own process: a fresh settings module for its data directory.
+                q: Any = mp.Queue()
+                proc = mp.Process(target=lambda: q.put(tsunagu(port, args.emails, counter)))
+                proc.start()
+                figure, parts = q.get(timeout=900)
+                proc.join()
+            results["tsunagu"].append(figure)
+            for k, v in parts.items():
+                results[k].append(v)
+    finally:
+        sink.terminate()
+    med = {k: statistics.median(v) for k, v in results.items()}
+    load = os.getloadavg()[0]
+    print(f"emails/s  baseline smtplib {med['baseline']:.0f}  tsunagu {med['tsunagu']:.0f} "
+          f"(render+record {med['render_record_per_s']:.0f}/s, send {med['send_per_s']:.0f}/s), "
+          f"ratio {med['tsunagu'] / med['baseline']:.2f}, load {load:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT / "src"))
+    mp.set_start_method("fork")
+    raise SystemExit(main())
