@@ -103,6 +103,7 @@ class Channel(ChannelBase):
         super().__init__(config, allow_private=allow_private)
         self._client: Any = None
         self._http: Any = None
+        self._last_retry_after: str | None = None
 
     @classmethod
     def clean_config(cls, config: dict[str, Any]) -> dict[str, Any]:
@@ -153,7 +154,10 @@ class Channel(ChannelBase):
             from twilio.http.http_client import TwilioHttpClient
             from twilio.rest import Client
 
-            self._http = TwilioHttpClient(timeout=DEFAULT_TIMEOUT)
+            # The SDK's exceptions do not carry the response's headers; a response hook (a documented
+            # parameter of its HTTP client) keeps the Retry-After of the last answer.
+            self._http = TwilioHttpClient(timeout=DEFAULT_TIMEOUT,
+                                          request_hooks={"response": [self._keep_retry_after]})
             # ``environment={}``: TWILIO_EDGE / TWILIO_REGION in the worker's environment would rewrite the
             # host of every request, base_url included.
             self._client = Client(
@@ -168,6 +172,7 @@ class Channel(ChannelBase):
         from twilio.base.exceptions import TwilioException
 
         client = self._twilio()
+        self._last_retry_after = None
         params: dict[str, Any] = {"to": message.address, "from_": self.config["from_number"],
                                   "body": message.content["text"]}
         if str(self.config["from_number"]).startswith("MG"):
@@ -191,14 +196,15 @@ class Channel(ChannelBase):
             return DeliveryError(reason, permanent=False, retry_after=self._retry_after())
         return DeliveryError(reason, permanent=True, bounced=code in UNDELIVERABLE_CODES)
 
+    def _keep_retry_after(self, response: Any, *args: Any, **kwargs: Any) -> None:
+        self._last_retry_after = response.headers.get("Retry-After")
+
     def _retry_after(self) -> float | None:
-        # The SDK's exception does not carry the response's headers; its HTTP client keeps the last response.
-        response = getattr(self._http, "_test_only_last_response", None)
-        value = (getattr(response, "headers", None) or {}).get("Retry-After")
+        value = self._last_retry_after
         try:
             return max(0.0, float(value)) if value is not None else None
         except ValueError:
-            return None
+            return None  # an HTTP date: the engine's backoff applies
 
     def close(self) -> None:
         session = getattr(self._http, "session", None)
