@@ -183,8 +183,12 @@ class Channel(ChannelBase):
             created = client.messages.create(**params)
         except TwilioException as exc:
             raise self._error(exc) from exc
-        except requests.exceptions.RequestException as exc:
+        except (requests.exceptions.ConnectionError, requests.exceptions.ConnectTimeout) as exc:
             raise DeliveryError(f"Twilio unreachable: {exc.__class__.__name__}", permanent=False) from exc
+        except requests.exceptions.RequestException as exc:
+            # The request went out: Twilio may have taken the message, and a retry may send it again.
+            raise DeliveryError(f"Twilio did not answer ({exc.__class__.__name__}); the message may have been sent",
+                                permanent=False) from exc
         return Outcome(status="sent", provider_id=created.sid, detail=str(created.status or ""))
 
     def _error(self, exc: Exception) -> DeliveryError:

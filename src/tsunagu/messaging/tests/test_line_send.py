@@ -3,6 +3,7 @@ documents them, the retry key, and how LINE's answers become outcomes and delive
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -184,3 +185,17 @@ def test_config_is_checked(config: dict[str, str], field: str) -> None:
     with pytest.raises(ValidationError) as caught:
         Channel.clean_config(config)
     assert caught.value.field == field
+
+
+def test_hold_keeps_the_answer_back_after_the_delivery(line: LineStandIn, channel: Channel) -> None:
+    # What crash tests rely on: the delivery is counted while the sender still waits for the answer.
+    outcomes: list[Any] = []
+    line.hold()
+    sender = threading.Thread(target=lambda: outcomes.append(channel.send(message(user_id()))))
+    sender.start()
+    line.wait_for_deliveries(1)
+    assert sender.is_alive()
+    assert outcomes == []
+    line.release()
+    sender.join(timeout=10)
+    assert outcomes[0].provider_id == line.deliveries[0].request_id

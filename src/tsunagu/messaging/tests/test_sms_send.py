@@ -4,6 +4,7 @@ answers become outcomes and delivery errors."""
 from __future__ import annotations
 
 import base64
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -149,3 +150,32 @@ def test_config_is_normalised() -> None:
     assert cleaned["from_number"] == "+815012345678"
     assert cleaned["base_url"] == "http://127.0.0.1:9"
     assert Channel.secret_fields == ("auth_token",)
+
+
+def test_hold_keeps_the_answer_back_after_the_message_was_taken(twilio: TwilioStandIn, channel: Channel) -> None:
+    # What crash tests rely on: the message is counted while the sender still waits for the answer.
+    outcomes: list[Any] = []
+    twilio.hold()
+    sender = threading.Thread(target=lambda: outcomes.append(channel.send(message())))
+    sender.start()
+    twilio.wait_for_messages(1)
+    assert sender.is_alive()
+    assert outcomes == []
+    twilio.release()
+    sender.join(timeout=10)
+    assert outcomes[0].provider_id == twilio.messages[0]["sid"]
+
+
+def test_no_answer_in_time_is_temporary_and_says_it_may_have_been_sent(twilio: TwilioStandIn,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tsunagu.messaging.channels.sms.DEFAULT_TIMEOUT", 0.2)
+    channel = Channel(Channel.clean_config(twilio.channel_config()))
+    twilio.hold()
+    try:
+        with pytest.raises(DeliveryError) as caught:
+            channel.send(message())
+    finally:
+        twilio.release()
+    assert caught.value.permanent is False
+    assert "may have been sent" in caught.value.reason
+    assert len(twilio.messages) == 1
