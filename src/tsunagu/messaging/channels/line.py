@@ -307,7 +307,8 @@ def _error(exc: Any) -> DeliveryError:
         # 429 is also "the monthly message limit is reached": no retry in the next minutes can help.
         monthly = "monthly limit" in message.lower()
         return DeliveryError(reason, permanent=monthly, retry_after=None if monthly else _retry_after(exc.headers))
-    # 400 (an invalid user id, a user who cannot receive the message), 401 (token), 403 (plan): permanent.
+    # 400 (an invalid user id, a message LINE refuses), 401 (token), 403 (plan): permanent. A blocked user
+    # is not an error here: LINE accepts the push and drops it, and reports the block as an unfollow.
     bounced = status == 400 and any(str(d.get("property", "")) == "to" for d in details)
     return DeliveryError(reason, permanent=True, bounced=bounced)
 
