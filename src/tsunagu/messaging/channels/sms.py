@@ -16,6 +16,7 @@ a message we sent) and ``inbound`` (a message a customer sent to ``from_number``
 
 from __future__ import annotations
 
+import threading
 import unicodedata
 from typing import Any
 from urllib.parse import urlparse
@@ -103,7 +104,8 @@ class Channel(ChannelBase):
         super().__init__(config, allow_private=allow_private)
         self._client: Any = None
         self._http: Any = None
-        self._last_retry_after: str | None = None
+        # Per thread: the hook runs in the thread that sent, and workers may share a channel instance.
+        self._last = threading.local()
 
     @classmethod
     def clean_config(cls, config: dict[str, Any]) -> dict[str, Any]:
@@ -172,7 +174,7 @@ class Channel(ChannelBase):
         from twilio.base.exceptions import TwilioException
 
         client = self._twilio()
-        self._last_retry_after = None
+        self._last.retry_after = None
         params: dict[str, Any] = {"to": message.address, "from_": self.config["from_number"],
                                   "body": message.content["text"]}
         if str(self.config["from_number"]).startswith("MG"):
@@ -201,10 +203,10 @@ class Channel(ChannelBase):
         return DeliveryError(reason, permanent=True, bounced=code in UNDELIVERABLE_CODES)
 
     def _keep_retry_after(self, response: Any, *args: Any, **kwargs: Any) -> None:
-        self._last_retry_after = response.headers.get("Retry-After")
+        self._last.retry_after = response.headers.get("Retry-After")
 
     def _retry_after(self) -> float | None:
-        value = self._last_retry_after
+        value = getattr(self._last, "retry_after", None)
         try:
             return max(0.0, float(value)) if value is not None else None
         except ValueError:
