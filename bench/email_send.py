@@ -142,6 +142,10 @@ def tsunagu(port: int, n: int, counter: Any) -> tuple[float, dict[str, float]]:
     }
 
 
+def _child(q: Any, port: int, n: int, counter: Any) -> None:
+    q.put(tsunagu(port, n, counter))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.email_send", description=__doc__.split("\n\n")[0])
     p.add_argument("--emails", type=int, default=5000)
@@ -161,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                 os.environ["DJANGO_SETTINGS_MODULE"] = "tsunagu.settings"
                 # Each repetition in its own process: a fresh settings module for its data directory.
                 q: Any = mp.Queue()
-                proc = mp.Process(target=lambda: q.put(tsunagu(port, args.emails, counter)))
+                proc = mp.Process(target=_child, args=(q, port, args.emails, counter))
                 proc.start()
                 figure, parts = q.get(timeout=900)
                 proc.join()

@@ -9,6 +9,7 @@ a duplicate the applier drops.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 
 from django.db import transaction
@@ -20,6 +21,7 @@ from tsunagu.events.services import events_append, source_create
 from tsunagu.events.validation import Invalid, ParsedEvent, parse_event
 from tsunagu.messaging.models import Delivery, DeliveryEvent
 
+log = logging.getLogger(__name__)
 SOURCE_NAME = "tsunagu messaging"
 MAX_EVENT_BYTES = 32 * 1024
 
@@ -53,20 +55,28 @@ def messaging_source(workspace: Workspace) -> Any:
 
 
 def _identity(delivery: Delivery) -> dict[str, Any]:
-    """userId, else every identity of the profile as externalIds, so the applier finds the customer (or
-    the profile it was merged into) without creating one."""
+    """The customer's identities as the event carries them: userId when the profile has one, else one of
+    its anonymous ids, and every identity as externalIds — so the applier finds the customer (or the profile
+    it was merged into). Segment requires userId or anonymousId: a profile known only by, say, an email
+    address gets the stable anonymous id ``tsunagu-customer-<id>``."""
     customer = delivery.customer
     if customer is None:
         return {}
-    if customer.user_id:
-        return {"userId": customer.user_id}
     ids: list[dict[str, str]] = []
-    for ident in customer.identities.all()[:10]:
-        kind = ident.type.removeprefix("external:")
+    anonymous = ""
+    for ident in customer.identities.all()[:20]:
         if ident.type == "anonymous_id":
-            return {"anonymousId": ident.value}
-        ids.append({"type": kind, "id": ident.value})
-    return {"context": {"externalIds": ids}} if ids else {}
+            anonymous = anonymous or ident.value
+        elif ident.type != "user_id":
+            ids.append({"type": ident.type.removeprefix("external:"), "id": ident.value})
+    who: dict[str, Any] = (
+        {"userId": customer.user_id}
+        if customer.user_id
+        else {"anonymousId": anonymous or f"tsunagu-customer-{customer.pk}"}
+    )
+    if ids:
+        who["context"] = {"externalIds": ids}
+    return who
 
 
 def _delivery_event_payload(row: DeliveryEvent) -> dict[str, Any] | None:
@@ -104,7 +114,9 @@ def _delivery_event_payload(row: DeliveryEvent) -> dict[str, Any] | None:
 def _parse(payload: dict[str, Any]) -> ParsedEvent | None:
     try:
         return parse_event(payload, type_=None, where="", max_bytes=MAX_EVENT_BYTES)
-    except Invalid:
+    except Invalid as exc:
+        # Built by us from stored rows: a refusal is a bug to see in the log, not a reason to stop the outbox.
+        log.warning("messaging event %s not appended: %s", payload.get("messageId"), exc.errors[:1])
         return None
 
 
@@ -145,6 +157,9 @@ def customer_event_append(
     external = {"type": kind.removeprefix("external:"), "id": value}
     payload: dict[str, Any] = {
         "type": "track",
+        # Segment requires an id: the channel's own (the LINE user id, the phone number), as the demo's
+        # LINE friends carry theirs before they link their account.
+        "anonymousId": value,
         "event": event,
         "messageId": message_id,
         "properties": properties,

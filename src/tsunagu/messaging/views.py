@@ -50,6 +50,9 @@ def inbound(request: HttpRequest, token: str, webhook: str) -> HttpResponse:
         counts = inbound_handle(channel=channel, webhook=webhook, request=_inbound_request(request, token, webhook))
     except TsunaguError as exc:
         return _error(exc)
+    if channel.type == "sms":
+        # Twilio reads the answer as TwiML: an empty response sends no reply SMS and logs no error.
+        return HttpResponse("<Response/>", content_type="text/xml")
     return JsonResponse({"status": "ok", **counts})
 
 
