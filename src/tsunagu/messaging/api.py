@@ -39,6 +39,7 @@ from tsunagu.messaging.schemas import (
     VersionList,
 )
 from tsunagu.messaging.selectors import (
+    channel_config,
     channel_get,
     channel_list,
     channel_webhook_urls,
@@ -112,7 +113,10 @@ def create_channel(request: HttpRequest, payload: ChannelIn) -> Status[Any]:
     channel = channel_create(
         workspace=_ws(request), type=payload.type, name=payload.name, config=payload.config, actor=_actor(request)
     )
-    return Status(201, _channel_out(request, channel))
+    out = _channel_out(request, channel)
+    if channel.type == "webhook" and not payload.config.get("secret"):
+        out["secret"] = channel_config(channel).get("secret")
+    return Status(201, out)
 
 
 @router.get("/channels/{channel_id}", response=ChannelOut, summary="One channel")

@@ -30,6 +30,9 @@ class ChannelOut(Schema):
     webhook_urls: dict[str, str]
     created_at: dt.datetime
     updated_at: dt.datetime
+    # Only in the answer that creates a webhook channel without a secret: the generated signing secret,
+    # shown once (like an API key's token).
+    secret: str | None = None
 
 
 class ChannelList(Schema):
