@@ -137,8 +137,12 @@ class Runner:
                 _event(delivery, "failed", reason=reason)
             return
         with transaction.atomic():
+            # The lease is renewed for the call itself: deliveries claimed together are sent one after
+            # another, and a slow provider must not let another worker take this one over mid-call.
+            lease = clock.now() + dt.timedelta(seconds=float(settings.TSUNAGU_DELIVERY_LEASE))
             moved = Delivery.objects.filter(pk=delivery.pk, locked_by=self.worker_id).update(
-                status=Delivery.Status.SENDING, attempts=delivery.attempts + 1, updated_at=clock.now()
+                status=Delivery.Status.SENDING, attempts=delivery.attempts + 1, updated_at=clock.now(),
+                lease_until=lease,
             )
             if not moved:
                 return  # the lease was lost to another worker meanwhile
