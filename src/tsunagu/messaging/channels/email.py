@@ -339,22 +339,28 @@ def _reply(code: int, text: bytes | str) -> str:
     return f"{code} {' '.join(text.split())}".strip()
 
 
+def status_is_bounce(status: str) -> bool:
+    """Whether an enhanced status code (RFC 3463, ``5.1.1``) says the address itself is undeliverable, so
+    it is suppressed: a permanent (5.x.x) failure, except those about the message or the sender rather than
+    the address: a full mailbox or too large a message (5.2.2, 5.2.3), the receiving system (5.3.x), the
+    content (5.6.x) and policy or security (5.7.x: spam, DMARC, a blocked sender)."""
+    match = _ENHANCED.match(status)
+    if match is None or match.group(1) != "5":
+        return False
+    subject, detail = match.group(2), match.group(3)
+    return subject not in ("3", "6", "7") and (subject, detail) not in (("2", "2"), ("2", "3"))
+
+
 def _refusal(stage: str, code: int, text: bytes | str, address: str) -> DeliveryError:
-    """The error for a relay's answer other than success. 5xx is permanent; it is a bounce (the address
-    is undeliverable, suppress it) unless its enhanced status says the problem is not the address — a
-    policy or content refusal (5.7.x, 5.6.x) or a full mailbox (5.2.2) must not suppress anyone. 4xx and
-    anything else is temporary."""
-    reason = f"{stage} refused: {_reply(code, text)}"
+    """The error for a relay's answer other than success. 5xx is permanent, and a bounce when the enhanced
+    status says the address is undeliverable (``status_is_bounce``; a 5xx without one, at RCPT, is taken as
+    the address refused). 4xx and anything else is temporary."""
+    reason = f"{stage} refused: {_reply(code, text)} ({address})"
     if not 500 <= code < 600:
         return DeliveryError(reason, permanent=False)
     body = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
-    enhanced = _ENHANCED.match(body)
-    if enhanced is None:
-        bounced = stage == "recipient"
-    else:
-        subject, detail = enhanced.group(2), enhanced.group(3)
-        bounced = subject in ("1", "2") and (subject, detail) != ("2", "2")
-    return DeliveryError(f"{reason} ({address})", permanent=True, bounced=bounced)
+    bounced = status_is_bounce(body) if _ENHANCED.match(body) else stage == "recipient"
+    return DeliveryError(reason, permanent=True, bounced=bounced)
 
 
 class Channel(ChannelBase):
