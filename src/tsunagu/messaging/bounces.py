@@ -183,6 +183,44 @@ def dsn_parse(raw: bytes) -> list[StatusReport]:
 
 
 # --------------------------------------------------------------------------------------------- mailbox
+_BOUNCE_PORTS = {("imap", "tls"): 993, ("imap", "starttls"): 143, ("imap", "none"): 143}
+_BOUNCE_PORTS |= {("pop3", "tls"): 995, ("pop3", "starttls"): 110, ("pop3", "none"): 110}
+
+
+def bounce_config_clean(cleaned: dict[str, Any]) -> None:
+    """Check and complete the bounce mailbox keys of an email channel's config (``bounce_*``), in place."""
+    from tsunagu.core.errors import ValidationError
+    from tsunagu.messaging.channels.email import BOUNCE_FIELDS, SECURITY
+
+    mailbox = [k for k in BOUNCE_FIELDS if k != "bounce_webhook_secret" and cleaned.get(k) not in (None, "")]
+    if not mailbox:
+        return
+    for key in ("bounce_protocol", "bounce_host", "bounce_username", "bounce_password"):
+        if not isinstance(cleaned.get(key), str) or not cleaned[key].strip():
+            raise ValidationError("is required for a bounce mailbox", field=f"config.{key}")
+    protocol = cleaned["bounce_protocol"].strip().lower()
+    if protocol not in ("imap", "pop3"):
+        raise ValidationError('must be "imap" or "pop3"', field="config.bounce_protocol")
+    security = str(cleaned.get("bounce_security") or "tls").strip().lower()
+    if security not in SECURITY:
+        raise ValidationError('must be "tls", "starttls" or "none"', field="config.bounce_security")
+    port = cleaned.get("bounce_port") or _BOUNCE_PORTS[(protocol, security)]
+    if isinstance(port, str) and port.strip().isdigit():
+        port = int(port.strip())
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValidationError("must be a port number from 1 to 65535", field="config.bounce_port")
+    delete = cleaned.get("bounce_delete", False)
+    if not isinstance(delete, bool):
+        raise ValidationError("must be true or false", field="config.bounce_delete")
+    cleaned.update(
+        bounce_protocol=protocol,
+        bounce_host=cleaned["bounce_host"].strip(),
+        bounce_port=port,
+        bounce_security=security,
+        bounce_delete=delete,
+    )
+
+
 def _context(ssl_context: ssl.SSLContext | None) -> ssl.SSLContext:
     return ssl_context or ssl.create_default_context()
 
@@ -370,4 +408,4 @@ def bounce_webhook_parse(body: bytes) -> list[StatusReport]:
     return reports
 
 
-__all__ = ["MailboxError", "bounce_webhook_parse", "bounces_fetch", "dsn_parse"]
+__all__ = ["MailboxError", "bounce_config_clean", "bounce_webhook_parse", "bounces_fetch", "dsn_parse"]

@@ -25,7 +25,15 @@ from email.utils import format_datetime
 from typing import Any
 
 from tsunagu.core import clock
-from tsunagu.messaging.channels.base import ChannelBase, DeliveryError, Message, Outcome
+from tsunagu.messaging.channels.base import (
+    ChannelBase,
+    CustomerEvent,
+    DeliveryError,
+    InboundRequest,
+    Message,
+    Outcome,
+    StatusReport,
+)
 
 SECURITY = ("starttls", "tls", "none")
 DEFAULT_TIMEOUT = 30.0
@@ -363,14 +371,30 @@ def _refusal(stage: str, code: int, text: bytes | str, address: str) -> Delivery
     return DeliveryError(reason, permanent=True, bounced=bounced)
 
 
+# The bounce mailbox (read by ``messaging.bounces.bounces_fetch``) and the bounce webhook's secret.
+BOUNCE_FIELDS = (
+    "bounce_protocol",
+    "bounce_host",
+    "bounce_port",
+    "bounce_security",
+    "bounce_username",
+    "bounce_password",
+    "bounce_delete",
+    "bounce_webhook_secret",
+)
+
+
 class Channel(ChannelBase):
     """One SMTP relay. An instance belongs to one worker thread: it keeps one connection open across
     ``send`` calls until ``close``."""
 
     type = "email"
-    secret_fields = ("password",)
+    secret_fields = ("password", "bounce_password", "bounce_webhook_secret")
     required_fields = ("host", "port", "security", "from_email")
-    optional_fields = ("username", "password", "from_name", "reply_to", "timeout")
+    optional_fields = ("username", "password", "from_name", "reply_to", "timeout") + BOUNCE_FIELDS
+    # A provider-neutral bounce webhook (``messaging.bounces.bounce_webhook_parse``), signed per Standard
+    # Webhooks with ``bounce_webhook_secret``.
+    webhooks = ("bounces",)
     variant_fields = ("subject", "html", "mjml", "text")
     variant_required = (("subject",), ("html", "mjml"))
 
@@ -423,6 +447,19 @@ class Channel(ChannelBase):
                 raise ValidationError("must be one line", field="config.from_name")
         if cleaned.get("username") and not cleaned.get("password"):
             raise ValidationError("is required with a username", field="config.password")
+        from tsunagu.messaging.bounces import bounce_config_clean
+
+        bounce_config_clean(cleaned)
+        secret = cleaned.get("bounce_webhook_secret")
+        if secret not in (None, ""):
+            import standardwebhooks
+
+            try:
+                standardwebhooks.Webhook(secret if isinstance(secret, str) else b"")
+            except Exception as exc:  # not base64, empty, or not a string
+                raise ValidationError(
+                    "must be a Standard Webhooks secret (whsec_ and base64)", field="config.bounce_webhook_secret"
+                ) from exc
         timeout = cleaned.get("timeout")
         if timeout is not None and (
             isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 600
@@ -455,6 +492,42 @@ class Channel(ChannelBase):
         if not text.strip():
             text = html_to_text(html)
         return {"subject": subject, "html": html, "text": text}
+
+    def bounce_mailbox(self) -> dict[str, Any] | None:
+        """The keyword arguments of ``messaging.bounces.bounces_fetch`` for this channel's bounce mailbox,
+        or None when none is configured."""
+        if not self.config.get("bounce_host"):
+            return None
+        return {
+            "protocol": self.config["bounce_protocol"],
+            "host": self.config["bounce_host"],
+            "port": int(self.config["bounce_port"]),
+            "username": self.config["bounce_username"],
+            "password": self.config["bounce_password"],
+            "security": self.config.get("bounce_security") or "tls",
+            "delete": bool(self.config.get("bounce_delete")),
+            "timeout": self._timeout(),
+        }
+
+    def verify(self, *, webhook: str, request: InboundRequest) -> None:
+        """The bounce webhook is signed per Standard Webhooks (``webhook-id``, ``webhook-timestamp``,
+        ``webhook-signature``) with ``bounce_webhook_secret``; without a secret every call is refused."""
+        import standardwebhooks
+
+        from tsunagu.core.errors import AuthenticationError
+
+        secret = self.config.get("bounce_webhook_secret")
+        if webhook != "bounces" or not secret:
+            raise AuthenticationError("this channel takes no signed bounce webhook (no bounce_webhook_secret)")
+        try:
+            standardwebhooks.Webhook(str(secret)).verify(request.body, request.headers, json_parse=False)
+        except Exception as exc:  # WebhookVerificationError, and malformed headers (ValueError, binascii)
+            raise AuthenticationError("the bounce webhook's signature does not verify") from exc
+
+    def parse(self, *, webhook: str, request: InboundRequest) -> list[StatusReport | CustomerEvent]:
+        from tsunagu.messaging.bounces import bounce_webhook_parse
+
+        return list(bounce_webhook_parse(request.body))
 
     # ---------------------------------------------------------------- the message
     def build(self, message: Message) -> tuple[bytes, dict[str, str], str]:

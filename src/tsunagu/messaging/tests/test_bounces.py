@@ -3,14 +3,16 @@ provider-neutral bounce webhook, become the reports that find their delivery by 
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 
 import orjson
 import pytest
+import standardwebhooks
 
-from tsunagu.core.errors import ValidationError
+from tsunagu.core.errors import AuthenticationError, ValidationError
 from tsunagu.messaging.bounces import bounce_webhook_parse, dsn_parse
-from tsunagu.messaging.channels.base import Message
+from tsunagu.messaging.channels.base import InboundRequest, Message
 from tsunagu.messaging.channels.email import Channel
 
 CONFIG = Channel.clean_config(
@@ -289,3 +291,39 @@ def test_a_bad_webhook_body_names_the_field(body: bytes, field: str) -> None:
     with pytest.raises(ValidationError) as caught:
         bounce_webhook_parse(body)
     assert caught.value.field == field
+
+
+SECRET = "whsec_" + base64.b64encode(b"bounce-webhook-secret-32-bytes!!").decode()
+
+
+def signed(body: bytes, secret: str = SECRET, msg_id: str = "msg_1") -> InboundRequest:
+    now = dt.datetime.now(tz=dt.UTC)
+    signature = standardwebhooks.Webhook(secret).sign(msg_id=msg_id, timestamp=now, data=body.decode())
+    headers = {"webhook-id": msg_id, "webhook-timestamp": str(int(now.timestamp())), "webhook-signature": signature}
+    return InboundRequest(url="https://cx.example.jp/hooks/email/bounces", headers=headers, body=body)
+
+
+def test_the_channel_takes_the_bounce_webhook_signed_with_its_secret() -> None:
+    channel = Channel({**CONFIG, "bounce_webhook_secret": SECRET})
+    body = b'{"events": [{"id": "e1", "type": "bounce", "message_id": "<k@example.jp>"}]}'
+    request = signed(body)
+    channel.verify(webhook="bounces", request=request)
+    [report] = channel.parse(webhook="bounces", request=request)
+    assert report.provider_id == "<k@example.jp>"
+
+
+def test_a_forged_or_unsigned_bounce_webhook_is_refused() -> None:
+    body = b'{"events": [{"id": "e1", "type": "bounce", "message_id": "<k@example.jp>"}]}'
+    channel = Channel({**CONFIG, "bounce_webhook_secret": SECRET})
+    other = "whsec_" + base64.b64encode(b"another-secret-another-secret-!!").decode()
+    with pytest.raises(AuthenticationError):
+        channel.verify(webhook="bounces", request=signed(body, secret=other))
+    tampered = signed(body)
+    with pytest.raises(AuthenticationError):
+        channel.verify(
+            webhook="bounces", request=InboundRequest(url=tampered.url, headers=tampered.headers, body=body + b" ")
+        )
+    with pytest.raises(AuthenticationError):
+        channel.verify(webhook="bounces", request=InboundRequest(url=tampered.url, headers={}, body=body))
+    with pytest.raises(AuthenticationError):  # no secret configured: nothing is accepted
+        Channel(CONFIG).verify(webhook="bounces", request=signed(body))

@@ -110,7 +110,23 @@ GOOD = {"host": "smtp.example.jp", "port": 587, "security": "starttls", "from_em
 def test_a_good_config_is_normalised() -> None:
     cleaned = Channel.clean_config({**GOOD, "port": "587", "security": "STARTTLS", "username": "u", "password": "p"})
     assert cleaned["port"] == 587 and cleaned["security"] == "starttls"
-    assert Channel.secret_fields == ("password",)
+    assert set(Channel.secret_fields) == {"password", "bounce_password", "bounce_webhook_secret"}
+
+
+def test_a_bounce_mailbox_is_configured_with_defaults() -> None:
+    cleaned = Channel.clean_config(
+        {
+            **GOOD,
+            "bounce_protocol": "IMAP",
+            "bounce_host": "imap.example.jp",
+            "bounce_username": "b",
+            "bounce_password": "p",
+        }
+    )
+    mailbox = Channel(cleaned).bounce_mailbox()
+    assert mailbox is not None
+    assert (mailbox["protocol"], mailbox["port"], mailbox["security"], mailbox["delete"]) == ("imap", 993, "tls", False)
+    assert Channel(Channel.clean_config(GOOD)).bounce_mailbox() is None
 
 
 @pytest.mark.parametrize(
@@ -128,6 +144,13 @@ def test_a_good_config_is_normalised() -> None:
         ({"timeout": -1}, "config.timeout"),
         ({"host": ""}, "config.host"),
         ({"region": "ap"}, "config.region"),
+        ({"bounce_host": "imap.example.jp"}, "config.bounce_protocol"),
+        ({"bounce_protocol": "pop3", "bounce_host": "h", "bounce_username": "u"}, "config.bounce_password"),
+        (
+            {"bounce_protocol": "nntp", "bounce_host": "h", "bounce_username": "u", "bounce_password": "p"},
+            "config.bounce_protocol",
+        ),
+        ({"bounce_webhook_secret": "not base64!"}, "config.bounce_webhook_secret"),
     ],
 )
 def test_bad_config_names_the_field(change: dict[str, Any], field: str) -> None:
