@@ -52,6 +52,22 @@ def address_is_valid(address: str) -> bool:
     return isinstance(address, str) and len(address) <= 254 and _ADDRESS.fullmatch(address) is not None
 
 
+def address_for_smtp(address: str) -> str:
+    """``address`` as it goes on the wire: an internationalised domain (``店.jp``) in its ASCII form
+    (``xn--...``); ``""`` when it is not a deliverable address. A non-ASCII local part would need SMTPUTF8,
+    which few relays offer, and is refused."""
+    local, at, domain = address.strip().rpartition("@")
+    if not at:
+        return ""
+    if not domain.isascii():
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            return ""
+    candidate = f"{local}@{domain}"
+    return candidate if address_is_valid(candidate) else ""
+
+
 def _ascii_domain(address: str) -> str:
     domain = address.rpartition("@")[2].strip().lower()
     return domain if domain.isascii() else domain.encode("idna").decode("ascii")
@@ -532,9 +548,9 @@ class Channel(ChannelBase):
     # ---------------------------------------------------------------- the message
     def build(self, message: Message) -> tuple[bytes, dict[str, str], str]:
         """(the .eml, the headers as the recipient reads them, the Message-ID) of ``message``."""
-        address = message.address.strip()
-        if not address_is_valid(address):
-            raise DeliveryError(f"not an email address: {address!r}", permanent=True)
+        address = address_for_smtp(message.address)
+        if not address:
+            raise DeliveryError(f"not a deliverable email address: {message.address!r}", permanent=True)
         content = message.content
         subject = str(content.get("subject") or "")
         message_id = message_id_for(message.key, self.from_email)
@@ -604,7 +620,7 @@ class Channel(ChannelBase):
             ) from exc
         except smtplib.SMTPNotSupportedError as exc:
             self._discard(conn)
-            what = "STARTTLS" if security == "starttls" and (conn is None or not conn.has_extn("auth")) else "AUTH"
+            what = "STARTTLS" if "STARTTLS" in str(exc).upper() else "AUTH"
             raise DeliveryError(f"{where} does not offer {what}: check the channel's config", permanent=False) from exc
         except ssl.SSLError as exc:
             self._discard(conn)
@@ -627,7 +643,7 @@ class Channel(ChannelBase):
 
     def send(self, message: Message) -> Outcome:
         raw, headers, message_id = self.build(message)
-        self.transmit(message.address.strip(), raw)
+        self.transmit(headers["To"], raw)
         return Outcome(status="sent", provider_id=message_id, headers=headers, raw=raw)
 
     def transmit(self, address: str, raw: bytes) -> None:
@@ -651,10 +667,9 @@ class Channel(ChannelBase):
         try:
             if code != 250:
                 self._reset()
-                raise DeliveryError(
-                    f"sender {self.from_email} refused: {_reply(code, text)}: check the channel's from_email",
-                    permanent=False,
-                )
+                # Whatever the code, the sender is the channel's, not the message's: never permanent.
+                hint = ": check the channel's from_email" if 500 <= code < 600 else ""
+                raise DeliveryError(f"sender {self.from_email} refused: {_reply(code, text)}{hint}", permanent=False)
             code, text = conn.rcpt(address)
             if code not in (250, 251):
                 self._reset()

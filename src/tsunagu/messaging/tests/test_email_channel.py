@@ -259,3 +259,20 @@ def test_an_invalid_address_is_permanent_without_a_connection(smtp: SMTPStandin)
         channel.send(message(address="not an address"))
     assert caught.value.permanent is True and caught.value.bounced is False
     assert smtp.connections == 0
+
+
+def test_an_internationalised_domain_goes_out_in_its_ascii_form(smtp: SMTPStandin) -> None:
+    channel = Channel(config_for(smtp))
+    outcome = channel.send(message(address="tanaka@日本語.jp"))
+    channel.close()
+    received = smtp.wait_for(1)[0]
+    assert received.rcpt_tos == ["tanaka@xn--wgv71a119e.jp"]
+    assert outcome.headers["To"] == "tanaka@xn--wgv71a119e.jp"
+
+
+def test_starttls_configured_but_not_offered_is_never_a_plain_text_fallback(smtp: SMTPStandin) -> None:
+    channel = Channel(config_for(smtp, security="starttls"))
+    with pytest.raises(DeliveryError) as caught:
+        channel.send(message())
+    assert caught.value.permanent is False and "STARTTLS" in caught.value.reason
+    assert smtp.messages == []
