@@ -93,9 +93,7 @@ class CommunicationVersion(models.Model):
     created_at = models.DateTimeField(default=clock.now)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["communication", "number"], name="communication_version_unique")
-        ]
+        constraints = [models.UniqueConstraint(fields=["communication", "number"], name="communication_version_unique")]
 
 
 class Send(models.Model):
@@ -123,9 +121,7 @@ class Send(models.Model):
     updated_at = models.DateTimeField(default=clock.now)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["workspace", "idempotency_key"], name="send_idempotency_unique")
-        ]
+        constraints = [models.UniqueConstraint(fields=["workspace", "idempotency_key"], name="send_idempotency_unique")]
         indexes = [models.Index(fields=["workspace", "-created_at"], name="send_recent_idx")]
 
 
@@ -246,9 +242,7 @@ class Suppression(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(
-                fields=["workspace", "channel_type", "address", "topic"], name="suppression_unique"
-            )
+            models.UniqueConstraint(fields=["workspace", "channel_type", "address", "topic"], name="suppression_unique")
         ]
 
 

@@ -23,6 +23,7 @@ import socket
 import ssl
 from email.utils import format_datetime
 from typing import Any
+from urllib.parse import quote
 
 from tsunagu.core import clock
 from tsunagu.messaging.channels.base import (
@@ -563,7 +564,8 @@ class Channel(ChannelBase):
             lines.append(self._reply_to)
             headers["Reply-To"] = str(self.config["reply_to"])
         if message.unsubscribe_url and message.topic in ("marketing", "service"):
-            url = _CRLF.sub("", message.unsubscribe_url).strip()
+            # A header is ASCII and the URL sits between < >: anything else is percent-encoded.
+            url = quote(_CRLF.sub("", message.unsubscribe_url).strip(), safe=":/?#[]@!$&'()*+,;=%~")
             lines.append(f"List-Unsubscribe: <{url}>")
             lines.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click")
             headers["List-Unsubscribe"] = f"<{url}>"

@@ -132,6 +132,14 @@ def test_rfc8058_one_click_headers_on_marketing_and_service(smtp: SMTPStandin, t
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
 
 
+def test_an_unsubscribe_url_with_japanese_characters_is_percent_encoded(smtp: SMTPStandin) -> None:
+    channel = Channel(config_for(smtp))
+    channel.send(message(topic="marketing", unsubscribe_url="https://cx.example.jp/配信停止?t=a b>"))
+    channel.close()
+    msg = smtp.wait_for(1)[0].message
+    assert msg["List-Unsubscribe"] == "<https://cx.example.jp/%E9%85%8D%E4%BF%A1%E5%81%9C%E6%AD%A2?t=a%20b%3E>"
+
+
 def test_no_unsubscribe_headers_on_transactional_mail(smtp: SMTPStandin) -> None:
     channel = Channel(config_for(smtp))
     channel.send(message(topic="transactional", unsubscribe_url="https://cx.example.jp/m/u/abc123"))
