@@ -312,6 +312,8 @@ class _TextWriter:
         self._write(text)
 
     def text(self) -> str:
+        while self.links:  # an <a> never closed still shows where it pointed
+            self.handle_endtag("a")
         raw = "".join(self.out)
         lines = [line.rstrip() for line in raw.split("\n")]
         joined = "\n".join(lines).strip("\n")

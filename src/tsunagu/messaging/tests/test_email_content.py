@@ -104,6 +104,15 @@ def test_text_from_html_is_readable() -> None:
     )
 
 
+def test_text_from_sloppy_html_keeps_words_and_links() -> None:
+    assert (
+        html_to_text('<p>Hello <b>World</b>! <a href="https://u.jp/x">unclosed')
+        == "Hello World! unclosed (https://u.jp/x)\n"
+    )
+    assert html_to_text("<style>p{}</style><p>ok</p><script>if (a<b) {}</script>") == "ok\n"
+    assert html_to_text('<a href="https://x.jp/"><img src="l.png" alt="ロゴ"></a>') == "ロゴ (https://x.jp/)\n"
+
+
 GOOD = {"host": "smtp.example.jp", "port": 587, "security": "starttls", "from_email": "shop@example.jp"}
 
 
