@@ -331,8 +331,10 @@ class _TextWriter:
                 self.handle_endtag(tag)
                 continue
             attrs = _attrs(rest) if tag in ("a", "img") or "hidden" in rest else []
-            hidden = tag not in _VOID and (
-                _HIDDEN.search(rest) is not None or ("hidden" in rest and any(k == "hidden" for k, _ in attrs))
+            hidden = (
+                tag not in _VOID
+                and ("none" in rest or "hidden" in rest)
+                and (_HIDDEN.search(rest) is not None or any(k == "hidden" for k, _ in attrs))
             )
             self.handle_starttag(tag, attrs, hidden)
             if rest.endswith("/") and tag not in _VOID:
