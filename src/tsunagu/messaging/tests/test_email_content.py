@@ -166,3 +166,39 @@ def test_bad_config_names_the_field(change: dict[str, Any], field: str) -> None:
     with pytest.raises(ValidationError) as caught:
         Channel.clean_config({**GOOD, **change})
     assert caught.value.field == field
+
+
+def _built(content: dict[str, Any]) -> bytes:
+    from tsunagu.messaging.channels.base import Message
+
+    channel = Channel(Channel.clean_config(GOOD))
+    return channel.build(
+        Message(key="k1", channel_type="email", topic="transactional", address="a@example.com", content=content)
+    )[0]
+
+
+def test_each_part_takes_the_lightest_safe_transfer_encoding() -> None:
+    import email
+    import email.policy
+
+    raw = _built({"subject": "Café", "text": "Plain ASCII only.", "html": "<p>Un café crème, s'il vous plaît</p>"})
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    plain, html = list(msg.iter_parts())
+    assert plain["Content-Transfer-Encoding"] == "7bit"
+    assert html["Content-Transfer-Encoding"] == "quoted-printable"
+    assert html.get_content() == "<p>Un café crème, s'il vous plaît</p>"
+    japanese = _built({"subject": "件名", "text": "日本語の本文です。" * 20, "html": "<p>本文</p>"})
+    parts = list(email.message_from_bytes(japanese, policy=email.policy.default).iter_parts())
+    assert parts[0]["Content-Transfer-Encoding"] == "base64"
+    assert parts[0].get_content() == "日本語の本文です。" * 20
+    # Nothing needs 8BITMIME, and no line is longer than SMTP allows.
+    assert raw.isascii() and japanese.isascii()
+    assert max(len(line) for line in japanese.split(b"\r\n")) <= 78
+
+
+def test_the_date_header_comes_from_the_clock() -> None:
+    import time_machine
+
+    with time_machine.travel("2026-12-24 09:00:00+09:00", tick=False):
+        raw = _built({"subject": "s", "text": "t", "html": "<p>t</p>"})
+    assert b"\r\nDate: Thu, 24 Dec 2026 00:00:00 +0000\r\n" in raw
