@@ -284,3 +284,21 @@ def test_starttls_configured_but_not_offered_is_never_a_plain_text_fallback(smtp
         channel.send(message())
     assert caught.value.permanent is False and "STARTTLS" in caught.value.reason
     assert smtp.messages == []
+
+
+def test_a_send_the_relay_took_but_never_answered_is_a_temporary_failure(smtp: SMTPStandin) -> None:
+    """What crash tests build on: the relay has the message, the client never hears back."""
+    channel = Channel(config_for(smtp, timeout=0.5))
+    smtp.hold()
+    with pytest.raises(DeliveryError) as caught:
+        channel.send(message("held1"))
+    assert caught.value.permanent is False
+    smtp.wait_held(1)
+    # The relay has the message although the channel could not know: the engine's retry would repeat
+    # the same Message-ID, which is what lets a crash test (or a recipient) see a duplicate.
+    assert smtp.message_ids() == ["<held1@example.jp>"]
+    smtp.release()
+    # The broken connection was dropped; the next send opens a new one.
+    channel.send(message("after"))
+    channel.close()
+    assert smtp.wait_for(2) and smtp.connections == 2

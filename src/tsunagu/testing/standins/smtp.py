@@ -13,6 +13,7 @@ Use::
     SMTPStandin(username="u", password="p")          # AUTH LOGIN / PLAIN required, with these
     smtp.refuse("gone@example.com", 550)             # RCPT answered 550 5.1.1 (or 451 4.2.0, or any code)
     smtp.drop_connections()                          # the server hangs up on every open connection
+    smtp.hold(); smtp.wait_held(1); smtp.release()   # DATA taken (recorded) but not answered until released
     smtp.connections                                 # how many connections clients opened so far
 
 With TLS the server presents a self-signed certificate for ``localhost`` and ``127.0.0.1``, generated with
@@ -21,6 +22,7 @@ With TLS the server presents a self-signed certificate for ``localhost`` and ``1
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import email
 import email.policy
@@ -121,6 +123,13 @@ class _Handler:
                     login=login,
                 )
             )
+        if self.standin._held.is_set():
+            # Crash tests: the relay has taken the message (as a real one queues it before answering) but the
+            # client has no answer yet; if the client goes away now, the message is still delivered.
+            with self.standin._lock:
+                self.standin.held += 1
+            while self.standin._held.is_set():
+                await asyncio.sleep(0.01)
         return "250 2.0.0 Message accepted"
 
 
@@ -160,6 +169,8 @@ class SMTPStandin:
         self.refused: dict[str, int] = {}
         self.connections = 0
         self.auth_attempts: list[tuple[str, bool]] = []
+        self.held = 0  # messages whose DATA arrived while held
+        self._held = threading.Event()
         self._servers: list[SMTP] = []
         self._lock = threading.Lock()
         self._dir = tempfile.TemporaryDirectory(prefix="smtp-standin-")
@@ -187,6 +198,28 @@ class SMTPStandin:
 
         loop.call_soon_threadsafe(close)
         done.wait(5)
+
+    def hold(self) -> None:
+        """Take each message (it is recorded) but answer nothing until ``release``: a relay that queued the
+        message while its client was killed or timed out."""
+        self._held.set()
+
+    def release(self) -> None:
+        self._held.clear()
+
+    def wait_held(self, count: int, *, timeout: float = 10.0) -> None:
+        """Return once ``count`` messages are waiting on ``hold`` (AssertionError at the deadline)."""
+        deadline = time.monotonic() + timeout
+        while self.held < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"expected {count} held messages at the SMTP stand-in, got {self.held}")
+            time.sleep(0.01)
+
+    def message_ids(self) -> list[str]:
+        """The Message-ID of every message received, in order (a duplicate send shows twice)."""
+        with self._lock:
+            received = list(self.messages)
+        return [str(r.message["Message-ID"]) for r in received]
 
     def wait_for(self, count: int, *, timeout: float = 10.0) -> list[Received]:
         """The messages once at least ``count`` have arrived (polling; AssertionError at the deadline)."""
@@ -254,6 +287,7 @@ class SMTPStandin:
             self._servers.clear()
 
     def stop(self) -> None:
+        self._held.clear()
         if self._controller is not None:
             self._controller.stop()
             self._controller = None
