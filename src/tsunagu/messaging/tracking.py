@@ -50,7 +50,7 @@ _MACHINE_AGENTS = re.compile(
 )
 
 _ANCHOR = re.compile(r"<a\b[^>]*>", re.IGNORECASE)
-_HREF = re.compile(r"""((?<![\w-])href\s*=\s*)(?:"([^"]*)"|'([^']*)')""", re.IGNORECASE)
+_HREF = re.compile(r"""((?<![\w-])href\s*=\s*)(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""", re.IGNORECASE)
 _NOTRACK = re.compile(r"\bdata-notrack\b", re.IGNORECASE)
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 
@@ -91,7 +91,7 @@ def html_with_tracking(
         href = _HREF.search(tag)
         if href is None:
             return tag
-        raw = href.group(2) if href.group(2) is not None else href.group(3)
+        raw = next(v for v in href.group(2, 3, 4) if v is not None)
         url = html_lib.unescape(raw).strip()
         if not url.lower().startswith(("http://", "https://")) or url in untracked or "unsubscribe" in url.lower():
             return tag

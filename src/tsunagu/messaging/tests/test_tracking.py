@@ -12,7 +12,7 @@ from tsunagu.messaging.tracking import click_is_machine, html_with_tracking, ope
 BASE = "https://cx.example.jp"
 HTML = """<html><body>
 <p><a href="https://shop.example.jp/item?id=1&amp;ref=mail" class="btn">商品を見る</a></p>
-<p><a class="x" href='http://example.com/plain'>plain</a></p>
+<p><a class="x" href='http://example.com/plain'>plain</a> <A HREF=https://example.com/bare>bare</A></p>
 <p><a href="mailto:help@example.jp">mail us</a> <a href="tel:+81312345678">call</a></p>
 <p><a href="https://cx.example.jp/m/u/tok123">配信停止</a> <a href="https://other.example/unsubscribe?u=1">stop</a></p>
 <p><a data-notrack href="https://shop.example.jp/private">private</a> <a name="top">anchor</a></p>
@@ -20,18 +20,19 @@ HTML = """<html><body>
 
 
 def hrefs(html: str) -> list[str]:
-    return re.findall(r"""href=["']([^"']*)["']""", html)
+    return re.findall(r"""href=["']([^"']*)["']""", html, re.IGNORECASE)
 
 
 def test_web_links_go_through_the_redirect_and_a_pixel_is_added() -> None:
     out = html_with_tracking(HTML, base_url=BASE + "/", key="dlv-1", unsubscribe_url="https://cx.example.jp/m/u/tok123")
     links = hrefs(out)
     tracked = [h for h in links if h.startswith(f"{BASE}/m/c/")]
-    assert len(tracked) == 2
+    assert len(tracked) == 3
     # The target is the real URL (entities decoded), carried in the signed token.
     assert [tracking_parse(h.rsplit("/", 1)[1]) for h in tracked] == [
         ("dlv-1", "https://shop.example.jp/item?id=1&ref=mail"),
         ("dlv-1", "http://example.com/plain"),
+        ("dlv-1", "https://example.com/bare"),
     ]
     for untouched in (
         "mailto:help@example.jp",
