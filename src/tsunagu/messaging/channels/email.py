@@ -424,14 +424,13 @@ class Channel(ChannelBase):
         self._conn: smtplib.SMTP | None = None
         self.connections_opened = 0
         self.ssl_context: ssl.SSLContext | None = None  # None: the system's trust store (SSL_CERT_FILE)
+        # The sender's headers are the same on every message: encoded once.
         self.from_email = str(config["from_email"])
-        self._domain = _ascii_domain(self.from_email)
-        self._from = "From: " + format_address(self.from_email, str(config.get("from_name") or ""))
+        name = str(config.get("from_name") or "")
+        self._from = "From: " + format_address(self.from_email, name)
+        self._from_shown = f"{name} <{self.from_email}>" if name else self.from_email
         reply_to = str(config.get("reply_to") or "")
         self._reply_to = encode_header("Reply-To", reply_to) if reply_to else ""
-        self._from_shown = format_address(self.from_email, str(config.get("from_name") or ""))
-        if config.get("from_name"):
-            self._from_shown = f"{config['from_name']} <{self.from_email}>"
 
     # ---------------------------------------------------------------- configuration and content
     @classmethod
