@@ -371,13 +371,14 @@ def _reply(code: int, text: bytes | str) -> str:
 def status_is_bounce(status: str) -> bool:
     """Whether an enhanced status code (RFC 3463, ``5.1.1``) says the address itself is undeliverable, so
     it is suppressed: a permanent (5.x.x) failure, except those about the message or the sender rather than
-    the address: a full mailbox or too large a message (5.2.2, 5.2.3), the receiving system (5.3.x), the
-    content (5.6.x) and policy or security (5.7.x: spam, DMARC, a blocked sender)."""
+    the address: a full mailbox or too large a message (5.2.2, 5.2.3), the receiving system (5.3.x), a relay
+    that gave up after days of retries (5.4.7), the content (5.6.x) and policy or security (5.7.x: spam,
+    DMARC, a blocked sender)."""
     match = _ENHANCED.match(status)
     if match is None or match.group(1) != "5":
         return False
     subject, detail = match.group(2), match.group(3)
-    return subject not in ("3", "6", "7") and (subject, detail) not in (("2", "2"), ("2", "3"))
+    return subject not in ("3", "6", "7") and (subject, detail) not in (("2", "2"), ("2", "3"), ("4", "7"))
 
 
 def _refusal(stage: str, code: int, text: bytes | str, address: str) -> DeliveryError:

@@ -200,6 +200,8 @@ def test_several_failures_in_one_report_get_distinct_receipts() -> None:
         ("failed", "5.4.4", "bounced", True),  # no such domain: the address is undeliverable
         ("failed", "5.7.1", "failed", True),  # refused as spam or by policy: nobody is suppressed
         ("failed", "5.2.2", "failed", True),  # mailbox full
+        ("failed", "5.4.7", "failed", True),  # the relay gave up after days of retries
+        ("failed", "5.0.0", "bounced", True),  # Postfix's "unknown user" without a finer code
         ("failed", "4.4.1", "failed", False),  # gave up after temporary failures
         ("delivered", "2.0.0", "delivered", True),
     ],
