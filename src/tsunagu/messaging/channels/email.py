@@ -674,7 +674,11 @@ class Channel(ChannelBase):
             if code != 250:
                 self._reset()
                 # Whatever the code, the sender is the channel's, not the message's: never permanent.
-                hint = ": check the channel's from_email" if 500 <= code < 600 else ""
+                hint = ""
+                if code == 530:
+                    hint = ": the server wants TLS or a login first; check the channel's security and username"
+                elif 500 <= code < 600:
+                    hint = ": check the channel's from_email"
                 raise DeliveryError(f"sender {self.from_email} refused: {_reply(code, text)}{hint}", permanent=False)
             code, text = conn.rcpt(address)
             if code not in (250, 251):

@@ -302,3 +302,13 @@ def test_a_send_the_relay_took_but_never_answered_is_a_temporary_failure(smtp: S
     channel.send(message("after"))
     channel.close()
     assert smtp.wait_for(2) and smtp.connections == 2
+
+
+def test_a_server_that_wants_starttls_tells_the_operator_what_to_change() -> None:
+    with SMTPStandin(security="starttls") as server:
+        channel = Channel(config_for(server, security="none"))
+        with pytest.raises(DeliveryError) as caught:
+            channel.send(message())
+        channel.close()
+    assert caught.value.permanent is False
+    assert "530" in caught.value.reason and "security" in caught.value.reason
