@@ -288,7 +288,7 @@ def test_starttls_configured_but_not_offered_is_never_a_plain_text_fallback(smtp
 
 def test_a_send_the_relay_took_but_never_answered_is_a_temporary_failure(smtp: SMTPStandin) -> None:
     """What crash tests build on: the relay has the message, the client never hears back."""
-    channel = Channel(config_for(smtp, timeout=0.5))
+    channel = Channel(config_for(smtp, timeout=1.5))
     smtp.hold()
     with pytest.raises(DeliveryError) as caught:
         channel.send(message("held1"))
