@@ -113,7 +113,7 @@ class _Site:
         self.server.server_close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
@@ -195,3 +195,54 @@ def test_subscribe_then_a_push_shows_the_notification(chromium: Any) -> None:
              "url": ""},
         ]
         context.close()
+
+
+# sw.js run in a page against a stand-in of the worker's global scope: a notification cannot be clicked
+# from a test, so its click handler is called as the browser would call it.
+CLICK = """async ([source, url, openTabs]) => {
+  const handlers = {};
+  const calls = [];
+  const scope = {
+    location: new URL("https://shop.example.jp/sw.js"),
+    addEventListener: (type, fn) => { handlers[type] = fn; },
+    skipWaiting: () => {},
+    clients: {
+      claim: async () => {},
+      matchAll: async () => openTabs.map((tabUrl) => ({
+        url: tabUrl, focus: async () => { calls.push(["focus", tabUrl]); },
+      })),
+      openWindow: async (target) => { calls.push(["open", target]); },
+    },
+  };
+  new Function("self", source)(scope);
+  const waits = [];
+  let closed = false;
+  handlers.notificationclick({
+    notification: { data: { url: url }, close: () => { closed = true; } },
+    waitUntil: (promise) => waits.push(promise),
+  });
+  await Promise.all(waits);
+  return { closed: closed, calls: calls };
+}"""
+
+
+@pytest.mark.parametrize(
+    ("url", "open_tabs", "calls"),
+    [
+        ("/orders/42", [], [["open", "https://shop.example.jp/orders/42"]]),
+        ("https://other.example/x?y=1", [], [["open", "https://other.example/x?y=1"]]),
+        ("/orders/42", ["https://shop.example.jp/orders/42"], [["focus", "https://shop.example.jp/orders/42"]]),
+        ("/orders/42", ["https://shop.example.jp/"], [["open", "https://shop.example.jp/orders/42"]]),
+        ("", [], []),
+        ("javascript:alert(1)", [], []),
+    ],
+)
+def test_a_click_on_the_notification_opens_its_url(
+    chromium: Any, url: str, open_tabs: list[str], calls: list[list[str]]
+) -> None:
+    page = chromium.new_page()
+    try:
+        result = page.evaluate(CLICK, [(STATIC / "sw.js").read_text(), url, open_tabs])
+    finally:
+        page.close()
+    assert result == {"closed": True, "calls": calls}
