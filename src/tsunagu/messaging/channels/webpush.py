@@ -220,12 +220,16 @@ class Channel(ChannelBase):
             raise DeliveryError(f"the notification is {len(data)} bytes, over {MAX_PLAINTEXT}", permanent=True)
         if self._session is None:
             self._session = _GuardedSession(allow_private=self.allow_private)
+        try:
+            vapid = self._vapid_key()
+        except ValueError as exc:  # clean_config checks it; a config edited behind its back may not be
+            raise DeliveryError(f"the channel's vapid_private_key {exc}", permanent=True) from None
         headers = {"Urgency": URGENCY.get(message.topic, "normal")}
         try:
             response = webpush(
                 subscription_info=subscription,
                 data=data.decode(),
-                vapid_private_key=self._vapid_key(),
+                vapid_private_key=vapid,
                 vapid_claims={"sub": str(self.config["subject"])},  # pywebpush adds aud and exp to this dict
                 ttl=TTL,
                 headers=dict(headers),
@@ -236,6 +240,8 @@ class Channel(ChannelBase):
             raise _error(exc) from None
         except netguard.AddressRefused as exc:
             raise DeliveryError(str(exc), permanent=True) from None
+        except netguard.TooManyRedirects:  # push services answer, they do not redirect
+            raise DeliveryError("the push service answered with a redirect", permanent=True) from None
         except VapidException as exc:  # a subject the push service would refuse too
             raise DeliveryError(f"VAPID: {exc}", permanent=True) from None
         except ValueError as exc:  # an endpoint that is not an http(s) URL, undecodable keys

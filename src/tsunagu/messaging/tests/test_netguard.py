@@ -191,3 +191,74 @@ def test_retry_after_in_seconds_and_as_an_http_date() -> None:
         assert netguard.retry_after_seconds(later) == 90.0
         earlier = email.utils.format_datetime(dt.datetime(2026, 12, 1, 11, 0, 0, tzinfo=dt.UTC), usegmt=True)
         assert netguard.retry_after_seconds(earlier) == 0.0
+
+
+def _certificate(name: str) -> tuple[bytes, bytes]:
+    """A self-signed certificate for ``name`` and its key, both PEM."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def _signed(secret: str, body: bytes) -> dict[str, str]:
+    from standardwebhooks import Webhook
+
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    return {
+        "webhook-id": "msg_tls",
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": Webhook(secret).sign(msg_id="msg_tls", timestamp=now, data=body.decode()),
+    }
+
+
+def test_https_to_a_pinned_address_sends_the_name_in_sni_and_checks_the_certificate_against_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    import ssl
+
+    cert_pem, key_pem = _certificate("hooks.example.test")
+    (tmp_path / "cert.pem").write_bytes(cert_pem)
+    (tmp_path / "key.pem").write_bytes(key_pem)
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_side.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    names: list[str | None] = []
+    server_side.sni_callback = lambda sock, name, ctx: names.append(name)
+    trust = ssl.create_default_context(cadata=cert_pem.decode())
+    _fake_dns(monkeypatch, {"hooks.example.test": ["127.0.0.1"], "other.example.test": ["127.0.0.1"]})
+    body = b'{"tls":true}'
+    with WebhookReceiver(tls=server_side) as hook:
+        response = netguard.post(
+            hook.url("/secure", host="hooks.example.test"), body=body, headers=_signed(hook.secret, body),
+            allow_private=True, tls_context=trust,
+        )
+        assert response.status == 200
+        assert names == ["hooks.example.test"]
+        assert hook.wait_for(1)[0].headers["host"] == f"hooks.example.test:{hook.port}"
+        # The same address under a name the certificate does not carry is refused by the TLS check.
+        with pytest.raises(ssl.SSLCertVerificationError, match="other.example.test"):
+            netguard.post(
+                hook.url("/secure", host="other.example.test"), body=body, headers=_signed(hook.secret, body),
+                allow_private=True, tls_context=trust,
+            )
+    assert len(hook.received) == 1

@@ -187,3 +187,23 @@ def test_the_channel_sends_several_messages_and_closes(push: PushService, keys: 
     got = push.wait_for(4)
     assert [p.notification["key"] for p in got] == ["dlv_0", "dlv_1", "dlv_2", "dlv_after_close"]
     assert [p.token for p in got] == [s.token for s in subs] + [subs[0].token]
+
+
+def test_a_push_service_that_redirects_is_not_followed(push: PushService, keys: tuple[str, str]) -> None:
+    sub = push.subscribe(application_server_key=keys[1])
+    push.answer_next(307, location=sub.info["endpoint"])
+    with pytest.raises(DeliveryError) as failed:
+        _channel(keys).send(_message(sub.info))
+    assert failed.value.permanent
+    assert failed.value.reason == "the push service answered with a redirect"
+    assert len(push.received) == 1
+
+
+def test_a_broken_private_key_in_the_config_is_a_permanent_failure(push: PushService, keys: tuple[str, str]) -> None:
+    sub = push.subscribe(application_server_key=keys[1])
+    channel = Channel({"vapid_private_key": "c2hvcnQ", "vapid_public_key": keys[1], "subject": SUBJECT})
+    with pytest.raises(DeliveryError) as failed:
+        channel.send(_message(sub.info))
+    assert failed.value.permanent
+    assert failed.value.reason.startswith("the channel's vapid_private_key must be the 32-byte raw private key")
+    assert push.received == [] and push.rejected == []

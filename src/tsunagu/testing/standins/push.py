@@ -90,6 +90,7 @@ class Rejected:
 class _Answer:
     status: int
     retry_after: int | None = None
+    location: str | None = None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -163,9 +164,9 @@ class PushService:
         """The user unsubscribed or the browser dropped it: 410 Gone from now on."""
         self.expired.add(sub.token)
 
-    def answer_next(self, status: int, *, retry_after: int | None = None) -> None:
+    def answer_next(self, status: int, *, retry_after: int | None = None, location: str | None = None) -> None:
         """Answer the next push that passes the checks with ``status`` (queued, first in first out)."""
-        self._answers.append(_Answer(status, retry_after))
+        self._answers.append(_Answer(status, retry_after, location))
 
     def wait_for(self, count: int, *, timeout: float = 10.0) -> list[Push]:
         """The pushes received once there are at least ``count``; ``AssertionError`` at the deadline."""
@@ -213,7 +214,9 @@ class PushService:
             self.received.append(push)
             self._changed.notify_all()
         extra: dict[str, str] = {}
-        if answer.status == 201:
+        if answer.location is not None:
+            extra["Location"] = answer.location
+        elif answer.status == 201:
             extra["Location"] = f"{self.origin}/message/{uuid.uuid4().hex}"
         if answer.retry_after is not None:
             extra["Retry-After"] = str(answer.retry_after)

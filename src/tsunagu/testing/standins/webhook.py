@@ -12,13 +12,15 @@ Usage::
 
 A request whose signature does not verify (or is too old or too new) is answered 401 and listed in
 ``rejected``; one that verifies is listed in ``received`` with the status it was answered. ``host`` binds
-another loopback address (``127.0.0.2``) for tests that need two hosts.
+another loopback address (``127.0.0.2``) for tests that need two hosts; ``tls`` (a server-side
+``ssl.SSLContext``) serves HTTPS.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import ssl
 import threading
 import time
 from collections import deque
@@ -95,10 +97,15 @@ class _Server(ThreadingHTTPServer):
 class WebhookReceiver:
     """The stand-in; a context manager serving on ``host`` and an ephemeral port."""
 
-    def __init__(self, secret: str | None = None, *, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, secret: str | None = None, *, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None
+    ) -> None:
         self.secret = secret or secret_generate()
         self._verifier = Webhook(self.secret)
         self._server = _Server((host, 0), _Handler)
+        if tls is not None:  # a server-side context with the certificate the test made
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+        self.scheme = "https" if tls is not None else "http"
         self._server.receiver = self
         self.host = host
         self.port = int(self._server.server_address[1])
@@ -121,7 +128,7 @@ class WebhookReceiver:
 
     def url(self, path: str = "/hook", *, host: str | None = None) -> str:
         """The URL of ``path`` here; ``host`` puts another name in it (one the test makes resolve here)."""
-        return f"http://{host or self.host}:{self.port}{path}"
+        return f"{self.scheme}://{host or self.host}:{self.port}{path}"
 
     def answer_next(
         self, status: int, *, retry_after: int | None = None, location: str | None = None, body: bytes = b""
