@@ -261,3 +261,5 @@ TSUNAGU_PUBLIC_URL = os.environ.get("TSUNAGU_PUBLIC_URL", "").rstrip("/")
 # How often a delivery is attempted before a temporary failure becomes final.
 TSUNAGU_DELIVERY_MAX_ATTEMPTS = int(os.environ.get("TSUNAGU_DELIVERY_MAX_ATTEMPTS", "8"))
 TSUNAGU_DELIVERY_LEASE = float(os.environ.get("TSUNAGU_DELIVERY_LEASE", "60"))
+# Seconds between two readings of the email channels' bounce mailboxes (IMAP/POP3).
+TSUNAGU_BOUNCE_POLL = float(os.environ.get("TSUNAGU_BOUNCE_POLL", "300"))

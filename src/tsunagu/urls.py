@@ -61,6 +61,8 @@ urlpatterns = [
     path("b", tracking.browser_batch),
     path("m/in/<str:token>/<str:webhook>", messaging_views.inbound, name="messaging-inbound"),
     path("m/u/<str:token>", messaging_views.unsubscribe, name="messaging-unsubscribe"),
+    path("m/o/<str:token>.gif", messaging_views.track_open, name="messaging-open"),
+    path("m/c/<str:token>", messaging_views.track_click, name="messaging-click"),
     path("api/v1/", api.urls),
     path("api/v1/", include(api.not_found_urls)),
     path("admin/", admin.site.urls),

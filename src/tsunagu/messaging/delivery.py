@@ -292,11 +292,15 @@ def delivery_report(*, delivery: Delivery, report: Report) -> bool:
         _set(current, **changes)
         _event(current, report.status, reason=report.reason, at=at, **(report.data or {}))
         if report.status == "bounced":
+            complaint = report.reason.lower().startswith("complaint")
             Suppression.objects.get_or_create(
                 workspace_id=current.workspace_id,
                 channel_type=current.channel_type,
                 address=current.address,
                 topic="",
-                defaults={"reason": Suppression.Reason.BOUNCE, "detail": report.reason[:1000]},
+                defaults={
+                    "reason": Suppression.Reason.COMPLAINT if complaint else Suppression.Reason.BOUNCE,
+                    "detail": report.reason[:1000],
+                },
             )
         return True

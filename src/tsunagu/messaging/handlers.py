@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
+
+from django.conf import settings
 
 from tsunagu.core.worker import worker_task
 from tsunagu.messaging.delivery import Runner
+from tsunagu.messaging.inbound import bounce_mailboxes_poll
 from tsunagu.messaging.timeline import delivery_events_publish
 
 _runners: dict[str, Runner] = {}
@@ -32,3 +36,17 @@ def run_deliveries(worker_id: str) -> int:
 @worker_task("messaging.timeline")
 def publish_timeline(worker_id: str) -> int:
     return delivery_events_publish(limit=500)
+
+
+_last_poll = [0.0]
+
+
+@worker_task("messaging.bounce_mailboxes")
+def poll_bounces(worker_id: str) -> int:
+    # Every TSUNAGU_BOUNCE_POLL seconds per worker; several workers reading one mailbox is harmless (each
+    # report is applied once, by its receipt).
+    if time.monotonic() - _last_poll[0] < float(settings.TSUNAGU_BOUNCE_POLL):
+        return 0
+    _last_poll[0] = time.monotonic()
+    bounce_mailboxes_poll()
+    return 0

@@ -40,9 +40,17 @@ def inbound_handle(*, channel: Channel, webhook: str, request: InboundRequest) -
         raise NotFound(f"a {channel.type} channel has no {webhook!r} webhook", field="webhook")
     impl = cls(channel_config(channel), allow_private=channel.workspace.allow_private_webhooks)
     impl.verify(webhook=webhook, request=request)
+    return inbound_apply(channel=channel, kind=webhook, items=impl.parse(webhook=webhook, request=request))
+
+
+def inbound_apply(
+    *, channel: Channel, kind: str, items: list[StatusReport | CustomerEvent]
+) -> dict[str, int]:
+    """Apply what a provider reported — by webhook, or read from a bounce mailbox (``kind`` "mailbox") —
+    each item once: a delivery moves (found by the provider's id of it), a customer's event is appended."""
     counts = {"applied": 0, "replayed": 0, "unmatched": 0}
-    for item in impl.parse(webhook=webhook, request=request):
-        if not _first_time(channel, f"{webhook}:{item.receipt}"):
+    for item in items:
+        if not _first_time(channel, f"{kind}:{item.receipt}"):
             counts["replayed"] += 1
             continue
         if isinstance(item, StatusReport):
@@ -68,3 +76,23 @@ def inbound_handle(*, channel: Channel, webhook: str, request: InboundRequest) -
             )
             counts["applied"] += 1
     return counts
+
+
+def bounce_mailboxes_poll() -> int:
+    """Read the bounce mailbox of every enabled email channel that has one, and apply the reports. A
+    mailbox that cannot be read is logged and skipped (the next poll tries again). Returns reports applied."""
+    from tsunagu.messaging.bounces import MailboxError, bounces_fetch
+
+    applied = 0
+    for channel in Channel.objects.filter(type="email", enabled=True).select_related("workspace"):
+        impl = channel_class("email")(channel_config(channel))
+        mailbox = impl.bounce_mailbox()  # type: ignore[attr-defined]
+        if not mailbox:
+            continue
+        try:
+            reports = bounces_fetch(**mailbox)
+        except (MailboxError, OSError) as exc:
+            log.warning("bounce mailbox of channel %s: %s", channel.pk, exc)
+            continue
+        applied += inbound_apply(channel=channel, kind="mailbox", items=list(reports))["applied"]
+    return applied

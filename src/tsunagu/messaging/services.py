@@ -21,7 +21,7 @@ from tsunagu.core.services import audit_record
 from tsunagu.customers.models import Customer
 from tsunagu.messaging.channels import TYPES, channel_class
 from tsunagu.messaging.context import customer_address, customer_context, customer_locale
-from tsunagu.messaging.links import links_for
+from tsunagu.messaging.links import links_for, public_base
 from tsunagu.messaging.models import (
     Channel,
     Communication,
@@ -36,6 +36,7 @@ from tsunagu.messaging.models import (
 from tsunagu.messaging.render import check_variant, pick_variant, render_variant, variant_channels
 from tsunagu.messaging.secrets import secrets_encrypt
 from tsunagu.messaging.selectors import channel_config, customer_sample, suppressed
+from tsunagu.messaging.tracking import html_with_tracking
 
 _KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 MAX_DATA_BYTES = 64 * 1024
@@ -417,6 +418,12 @@ def send_create(
         except ValueError as exc:
             delivery.status, delivery.reason = Delivery.Status.FAILED, str(exc)[:1000]
         else:
+            if channel_type == "email" and rendered.content.get("html"):
+                # Opens and clicks: the archived HTML is the tracked HTML, exactly what the customer got.
+                rendered.content["html"] = html_with_tracking(
+                    rendered.content["html"], base_url=base_url or public_base(), key=delivery.key,
+                    unsubscribe_url=links["unsubscribe_url"],
+                )
             delivery.content = rendered.content
             delivery.subject, delivery.body_text = rendered.subject[:500], rendered.text
             delivery.headers = {"extra": extra} if extra else {}

@@ -5,12 +5,15 @@ itself by a signature or a token, and answers nothing about other customers."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.core import signing
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
+from tsunagu.core import clock
 from tsunagu.core.errors import TsunaguError
 from tsunagu.messaging.channels.base import InboundRequest
 from tsunagu.messaging.delivery import Report, delivery_report
@@ -18,6 +21,7 @@ from tsunagu.messaging.inbound import inbound_handle
 from tsunagu.messaging.links import public_base, unsubscribe_key
 from tsunagu.messaging.selectors import channel_by_webhook_token, delivery_by_key
 from tsunagu.messaging.services import suppression_add
+from tsunagu.messaging.tracking import click_is_machine, open_is_machine, tracking_parse
 
 log = logging.getLogger(__name__)
 MAX_INBOUND_BYTES = 1024 * 1024
@@ -54,6 +58,58 @@ def inbound(request: HttpRequest, token: str, webhook: str) -> HttpResponse:
         # Twilio reads the answer as TwiML: an empty response sends no reply SMS and logs no error.
         return HttpResponse("<Response/>", content_type="text/xml")
     return JsonResponse({"status": "ok", **counts})
+
+
+_PIXEL = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,"
+    b"\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+
+
+def _tracked(token: str) -> tuple[Any, str | None] | None:
+    try:
+        key, url = tracking_parse(token)
+    except (signing.BadSignature, ValueError):
+        return None
+    delivery = delivery_by_key(key=key)
+    return (delivery, url) if delivery is not None else None
+
+
+def _seconds_after_send(delivery: Any) -> float | None:
+    return (clock.now() - delivery.sent_at).total_seconds() if delivery.sent_at else None
+
+
+@require_http_methods(["GET", "HEAD"])
+def track_open(request: HttpRequest, token: str) -> HttpResponse:
+    """``/m/o/<token>.gif``: the open pixel. Always a pixel (a broken image tells nothing); an open by a
+    mail proxy (Apple Mail Privacy Protection) or a scanner is recorded as a machine open."""
+    found = _tracked(token)
+    if found is not None:
+        delivery, _url = found
+        machine = open_is_machine(
+            user_agent=request.headers.get("User-Agent"), ip=request.META.get("REMOTE_ADDR"),
+            seconds_after_send=_seconds_after_send(delivery),
+        )
+        delivery_report(delivery=delivery, report=Report(status="opened", machine=machine))
+    response = HttpResponse(_PIXEL, content_type="image/gif")
+    response["Cache-Control"] = "no-store, private"
+    return response
+
+
+@require_http_methods(["GET", "HEAD"])
+def track_click(request: HttpRequest, token: str) -> HttpResponse:
+    """``/m/c/<token>``: record the click, then redirect to the link's target (only the signed one: the
+    redirect cannot be pointed anywhere else). A HEAD or a scanner is a machine click."""
+    found = _tracked(token)
+    if found is None or not found[1] or not str(found[1]).startswith(("http://", "https://")):
+        return HttpResponse("unknown link", status=404, content_type="text/plain")
+    delivery, url = found
+    machine = click_is_machine(
+        user_agent=request.headers.get("User-Agent"), method=request.method or "GET",
+        seconds_after_send=_seconds_after_send(delivery),
+    )
+    delivery_report(delivery=delivery, report=Report(status="clicked", machine=machine, data={"url": url}))
+    return HttpResponseRedirect(str(url))
 
 
 @csrf_exempt
