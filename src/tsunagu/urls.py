@@ -63,6 +63,7 @@ urlpatterns = [
     path("m/u/<str:token>", messaging_views.unsubscribe, name="messaging-unsubscribe"),
     path("m/o/<str:token>.gif", messaging_views.track_open, name="messaging-open"),
     path("m/c/<str:token>", messaging_views.track_click, name="messaging-click"),
+    path("m/push/<str:token>/subscribe", messaging_views.push_subscribe, name="messaging-push-subscribe"),
     path("api/v1/", api.urls),
     path("api/v1/", include(api.not_found_urls)),
     path("admin/", admin.site.urls),

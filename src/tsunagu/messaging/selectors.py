@@ -44,7 +44,11 @@ def channel_by_webhook_token(*, token: str) -> Channel | None:
 def channel_webhook_urls(channel: Channel, *, request: Any = None) -> dict[str, str]:
     """The absolute URLs a provider must call for this channel ({} when it receives none)."""
     base = public_base(request)
-    return {name: f"{base}/m/in/{channel.webhook_token}/{name}" for name in channel_class(channel.type).webhooks}
+    urls = {name: f"{base}/m/in/{channel.webhook_token}/{name}" for name in channel_class(channel.type).webhooks}
+    if channel.type == "webpush":
+        # Not a provider's webhook: where the subscribe snippet posts browsers' subscriptions.
+        urls["subscribe"] = f"{base}/m/push/{channel.webhook_token}/subscribe"
+    return urls
 
 
 def communication_list(*, workspace: Workspace) -> QuerySet[Communication]:

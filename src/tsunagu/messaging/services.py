@@ -487,11 +487,14 @@ def suppression_add(
 
 
 def push_subscription_register(
-    *, workspace: Workspace, customer: Customer, endpoint: str, p256dh: str, auth: str
+    *, workspace: Workspace, customer: Customer, endpoint: Any, p256dh: Any, auth: Any
 ) -> PushSubscription:
-    """Store a browser's push subscription for ``customer`` (the same endpoint again updates it)."""
+    """Store a browser's push subscription for ``customer`` (the same endpoint again updates it). Push
+    services are on https; a plain http endpoint is taken only where the workspace allows private addresses
+    (a test or staging set-up with a local push service). Raises ``ValidationError`` naming the field."""
     endpoint = _text(endpoint, "subscription.endpoint", limit=2000)
-    if not endpoint.startswith("https://"):
+    allowed = ("https://", "http://") if workspace.allow_private_webhooks else ("https://",)
+    if not endpoint.startswith(allowed):
         raise ValidationError("must be an https URL", field="subscription.endpoint")
     p256dh = _text(p256dh, "subscription.keys.p256dh")
     auth = _text(auth, "subscription.keys.auth", limit=100)

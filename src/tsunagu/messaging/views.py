@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import orjson
 from django.core import signing
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
@@ -14,13 +15,13 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from tsunagu.core import clock
-from tsunagu.core.errors import TsunaguError
+from tsunagu.core.errors import NotFound, TsunaguError, ValidationError
 from tsunagu.messaging.channels.base import InboundRequest
 from tsunagu.messaging.delivery import Report, delivery_report
 from tsunagu.messaging.inbound import inbound_handle
 from tsunagu.messaging.links import public_base, unsubscribe_key
 from tsunagu.messaging.selectors import channel_by_webhook_token, delivery_by_key
-from tsunagu.messaging.services import suppression_add
+from tsunagu.messaging.services import push_subscription_register, suppression_add
 from tsunagu.messaging.tracking import click_is_machine, open_is_machine, tracking_parse
 
 log = logging.getLogger(__name__)
@@ -139,3 +140,59 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
     if one_click:
         return HttpResponse(status=200)
     return render(request, "messaging/unsubscribe.html", {"delivery": delivery, "done": True})
+
+
+def _push_cors(response: HttpResponse) -> HttpResponse:
+    # The subscribe snippet posts from the customer's own site. The channel token in the path is public (it
+    # sits in the site's HTML, as write keys do) and no cookie is read: any origin may post.
+    response["Access-Control-Allow-Origin"] = "*"
+    response["Access-Control-Allow-Methods"] = "POST, OPTIONS"
+    response["Access-Control-Allow-Headers"] = "Content-Type"
+    response["Access-Control-Max-Age"] = "86400"
+    return response
+
+
+@csrf_exempt
+@require_http_methods(["POST", "OPTIONS"])
+def push_subscribe(request: HttpRequest, token: str) -> HttpResponse:
+    """``POST /m/push/<token>/subscribe`` ``{"subscription": {"endpoint", "keys": {"p256dh", "auth"}},
+    "user_id" | "anonymous_id"}``: store a browser's push subscription for the customer it names (one
+    tsunagu knows already: the site's analytics.js has sent its events)."""
+    if request.method == "OPTIONS":
+        return _push_cors(HttpResponse(status=204))
+    channel = channel_by_webhook_token(token=token)
+    if channel is None or channel.type != "webpush" or not channel.enabled:
+        return _push_cors(JsonResponse({"error": "not_found", "message": "no such push channel"}, status=404))
+    try:
+        body = orjson.loads(request.body or b"{}")
+        if not isinstance(body, dict):
+            raise ValidationError("must be a JSON object", field="body")
+        subscription = body.get("subscription")
+        if not isinstance(subscription, dict) or not isinstance(subscription.get("keys"), dict):
+            raise ValidationError("must be a PushSubscription's JSON (endpoint, keys)", field="subscription")
+        customer = _push_customer(channel.workspace, body)
+        sub = push_subscription_register(
+            workspace=channel.workspace, customer=customer, endpoint=subscription.get("endpoint"),
+            p256dh=subscription["keys"].get("p256dh"), auth=subscription["keys"].get("auth"),
+        )
+    except orjson.JSONDecodeError:
+        return _push_cors(_error(ValidationError("the body is not JSON", field="body")))
+    except TsunaguError as exc:
+        return _push_cors(_error(exc))
+    return _push_cors(JsonResponse({"status": "ok", "id": sub.pk}, status=201))
+
+
+def _push_customer(workspace: Any, body: dict[str, Any]) -> Any:
+    from tsunagu.customers.normalize import normalize_id
+    from tsunagu.customers.selectors import customer_find_by_identity, customer_get
+
+    for field, kind in (("user_id", "user_id"), ("anonymous_id", "anonymous_id")):
+        value = body.get(field)
+        if isinstance(value, str) and value:
+            found = customer_find_by_identity(workspace=workspace, type_=kind, value=normalize_id(value) or "")
+            if found is None:
+                raise NotFound(f"no customer with this {field} yet (send an event first)", field=field)
+            live = customer_get(workspace=workspace, customer_id=found.pk)
+            if live is not None:
+                return live
+    raise ValidationError("give user_id or anonymous_id", field="user_id")
