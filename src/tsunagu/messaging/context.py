@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from tsunagu.customers.models import Customer
-from tsunagu.customers.selectors import customer_identities
 
 LINE_IDENTITY = "external:line_user_id"
 _PROFILE_FIELDS = (
@@ -26,7 +25,8 @@ def customer_context(customer: Customer | None) -> dict[str, Any]:
     if customer is None:
         return {"id": None, "traits": {}, "identities": {}}
     identities: dict[str, list[str]] = {}
-    for ident in customer_identities(customer=customer):
+    # Through the relation, so that a worker's prefetch of its batch's identities is used.
+    for ident in customer.identities.all():
         identities.setdefault(ident.type, []).append(ident.value)
     traits = dict(customer.traits or {})
     out: dict[str, Any] = {k: v for k, v in traits.items() if isinstance(k, str)}

@@ -21,7 +21,6 @@ from tsunagu.core.services import audit_record
 from tsunagu.customers.models import Customer
 from tsunagu.messaging.channels import TYPES, channel_class
 from tsunagu.messaging.context import customer_address, customer_context, customer_locale
-from tsunagu.messaging.links import links_for, public_base
 from tsunagu.messaging.models import (
     Channel,
     Communication,
@@ -33,10 +32,9 @@ from tsunagu.messaging.models import (
     Suppression,
     Topic,
 )
-from tsunagu.messaging.render import check_variant, pick_variant, render_variant, variant_channels
+from tsunagu.messaging.render import check_variant, pick_variant, variant_channels
 from tsunagu.messaging.secrets import secrets_encrypt
 from tsunagu.messaging.selectors import channel_config, customer_sample, suppressed
-from tsunagu.messaging.tracking import html_with_tracking
 
 _KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 MAX_DATA_BYTES = 64 * 1024
@@ -351,8 +349,8 @@ def send_create(
 ) -> Send:
     """Record a send of ``communication`` (its key) to ``customer``: the channel asked for, else the first
     variant's channel that is configured and reaches the customer; the variant of the customer's locale
-    (``locale`` trait), else the workspace default. The message is rendered now, so that the delivery row
-    holds exactly what will be sent, and executed by a worker after commit.
+    (``locale`` trait), else the workspace default. A worker renders and sends it after commit, storing the
+    rendered message on the delivery before handing it over (the archive holds exactly what was sent).
 
     One transaction. The same ``idempotency_key`` again returns the first send and records nothing. When no
     channel can reach the customer, the send and a failed delivery with the reasons are recorded (and reach
@@ -409,24 +407,10 @@ def send_create(
         channel_type, row, address, extra = chosen
         variant = pick_variant(variants, channel=channel_type, locale=locale, default_locale=workspace.default_locale)
         assert variant is not None  # candidates come from the variants
-        links = links_for(key=delivery.key, topic=version.topic, base_url=base_url)
-        context = _template_context(profile, event=event, data=data, links=links)
         delivery.channel, delivery.channel_type, delivery.address = row, channel_type, address
         delivery.locale = str(variant.get("locale", ""))
-        try:
-            rendered = render_variant(variant, context)
-        except ValueError as exc:
-            delivery.status, delivery.reason = Delivery.Status.FAILED, str(exc)[:1000]
-        else:
-            if channel_type == "email" and rendered.content.get("html"):
-                # Opens and clicks: the archived HTML is the tracked HTML, exactly what the customer got.
-                rendered.content["html"] = html_with_tracking(
-                    rendered.content["html"], base_url=base_url or public_base(), key=delivery.key,
-                    unsubscribe_url=links["unsubscribe_url"],
-                )
-            delivery.content = rendered.content
-            delivery.subject, delivery.body_text = rendered.subject[:500], rendered.text
-            delivery.headers = {"extra": extra} if extra else {}
+        # Rendered by the worker that sends it (``delivery_render``), and stored before it is sent.
+        delivery.headers = {"extra": extra} if extra else {}
     try:
         with transaction.atomic():
             send = Send.objects.create(

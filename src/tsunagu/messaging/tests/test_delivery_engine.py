@@ -139,3 +139,15 @@ def test_a_live_lease_is_not_taken_over(workspace, send, flaky):
         status="sending", locked_by="alive", lease_until=clock.now() + dt.timedelta(seconds=30)
     )
     assert Runner(worker_id="other").run_due() == 0
+
+
+def test_a_message_that_cannot_be_rendered_fails_permanently_naming_the_variant(workspace, send):
+    customer = identified(send, workspace)
+    inapp_communication(workspace, variants=[
+        {"channel": "in_app", "locale": "ja", "title": "{% for i in (1..100000000) %}x{% endfor %}", "body": "b"},
+    ])
+    d = send_create(workspace=workspace, communication="notice", customer=customer, actor=SYSTEM).deliveries.get()
+    work()
+    d.refresh_from_db()
+    assert d.status == "failed" and d.reason.startswith("variant in_app/ja") and d.content == {}
+    assert work() == 0

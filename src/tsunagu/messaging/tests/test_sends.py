@@ -26,14 +26,18 @@ def test_the_customers_locale_picks_the_variant_and_data_fills_it(workspace, sen
         data={"note": "Your order shipped"},
     )
     d = s.deliveries.get()
+    assert d.status == "queued" and d.address == str(customer.pk) and d.content == {}
+    work()  # the worker renders it, stores it, then sends it
+    d.refresh_from_db()
     assert (d.locale, d.subject, d.body_text) == ("en", "Hello Hanako", "Your order shipped")
-    assert d.status == "queued" and d.address == str(customer.pk)
 
 
 def test_without_a_locale_trait_the_workspace_default_is_used(workspace, send):
     customer = identified(send, workspace, name="花子")
     inapp_communication(workspace)
     d = send_create(workspace=workspace, communication="notice", customer=customer, actor=SYSTEM).deliveries.get()
+    work()
+    d.refresh_from_db()
     assert d.locale == "ja" and d.subject == "こんにちは 花子 様"
     workspace.default_locale = "en"
     workspace.save()
@@ -121,6 +125,7 @@ def test_a_send_records_the_version_it_used(workspace, send):
     )
     s2 = send_create(workspace=workspace, communication="notice", customer=customer, actor=SYSTEM)
     assert (s1.version.number, s2.version.number) == (1, 2)
+    work()
     assert s1.deliveries.get().subject == "こんにちは N 様" and s2.deliveries.get().subject == "v2"
 
 
