@@ -53,6 +53,7 @@ from tsunagu.messaging.selectors import (
     message_search,
     send_deliveries,
     send_get,
+    send_status,
 )
 from tsunagu.messaging.services import (
     channel_create,
@@ -317,7 +318,7 @@ def get_send(request: HttpRequest, send_id: int) -> dict[str, Any]:
         raise NotFound(f"send {send_id} not found", field="send_id")
     return {
         "id": send.pk,
-        "status": send.status,
+        "status": send_status(send),
         "communication": send.communication.key,
         "version": send.version.number,
         "customer_id": send.customer_id,

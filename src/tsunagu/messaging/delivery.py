@@ -34,8 +34,9 @@ from tsunagu.core.jobs import backoff
 from tsunagu.messaging.channels import channel_class
 from tsunagu.messaging.channels.base import ChannelBase, DeliveryError, Message
 from tsunagu.messaging.links import links_for, public_base
-from tsunagu.messaging.models import Delivery, DeliveryEvent, PushSubscription, Send, Suppression
+from tsunagu.messaging.models import Delivery, DeliveryEvent, PushSubscription, Suppression
 from tsunagu.messaging.selectors import channel_config
+from tsunagu.messaging.sql import delivery_update, events_insert
 
 log = logging.getLogger(__name__)
 
@@ -155,12 +156,11 @@ def _event(delivery: Delivery, status: str, *, reason: str = "", at: dt.datetime
 
 
 def _set(delivery: Delivery, **changes: Any) -> None:
+    # A send's status is its latest delivery's (``selectors.send_status``): one row to write, not two.
     changes["updated_at"] = clock.now()
     for name, value in changes.items():
         setattr(delivery, name, value)
-    Delivery.objects.filter(pk=delivery.pk).update(**changes)
-    if "status" in changes:
-        Send.objects.filter(pk=delivery.send_id).update(status=changes["status"], updated_at=changes["updated_at"])
+    delivery_update(delivery.pk, changes)
 
 
 class Runner:
@@ -171,6 +171,7 @@ class Runner:
         self.worker_id = worker_id
         self._channels: dict[tuple[int, Any], ChannelBase] = {}
         self._writes: list[Any] = []
+        self._events: list[tuple[int, int, str, dt.datetime, str, dict[str, Any]]] = []
 
     def close(self) -> None:
         for impl in self._channels.values():
@@ -219,6 +220,13 @@ class Runner:
         writes, self._writes = self._writes, []
         for write in writes:
             write()
+        events, self._events = self._events, []
+        events_insert(events)
+
+    def _event(
+        self, delivery: Delivery, status: str, *, reason: str = "", at: dt.datetime | None = None, **data: Any
+    ) -> None:
+        self._events.append((delivery.pk, delivery.workspace_id, status, at or clock.now(), reason, data))
 
     def _flush(self) -> None:
         if self._writes:
@@ -242,12 +250,16 @@ class Runner:
             # The lease is renewed for the call itself: deliveries claimed together are sent one after
             # another, and a slow provider must not let another worker take this one over mid-call.
             lease = clock.now() + dt.timedelta(seconds=float(settings.TSUNAGU_DELIVERY_LEASE))
-            moved = Delivery.objects.filter(pk=delivery.pk, locked_by=self.worker_id).update(
-                status=Delivery.Status.SENDING,
-                attempts=delivery.attempts + 1,
-                updated_at=clock.now(),
-                lease_until=lease,
-                **rendered,
+            moved = delivery_update(
+                delivery.pk,
+                {
+                    "status": Delivery.Status.SENDING,
+                    "attempts": delivery.attempts + 1,
+                    "updated_at": clock.now(),
+                    "lease_until": lease,
+                    **rendered,
+                },
+                locked_by=self.worker_id,
             )
             if not moved:
                 return  # the lease was lost to another worker meanwhile
@@ -286,13 +298,13 @@ class Runner:
             lease_until=None,
             reason="",
         )
-        _event(delivery, "sent", at=at, detail=outcome.detail)
+        self._event(delivery, "sent", at=at, detail=outcome.detail)
         if status == Delivery.Status.DELIVERED:
-            _event(delivery, "delivered", at=at)
+            self._event(delivery, "delivered", at=at)
 
     def _final(self, delivery: Delivery, status: str, reason: str) -> None:
         _set(delivery, status=status, reason=reason[:1000], lease_until=None)
-        _event(delivery, status, reason=reason)
+        self._event(delivery, status, reason=reason)
 
     def _extra(self, delivery: Delivery) -> dict[str, Any]:
         extra = dict((delivery.headers or {}).get("extra") or {})
@@ -315,7 +327,7 @@ class Runner:
             return
         status = Delivery.Status.BOUNCED if exc.bounced else Delivery.Status.FAILED
         _set(delivery, status=status, reason=exc.reason[:1000], lease_until=None)
-        _event(delivery, status, reason=exc.reason, permanent=True)
+        self._event(delivery, status, reason=exc.reason, permanent=True)
         if exc.bounced:
             Suppression.objects.get_or_create(
                 workspace_id=delivery.workspace_id,
@@ -333,7 +345,7 @@ class Runner:
         if delivery.attempts >= int(settings.TSUNAGU_DELIVERY_MAX_ATTEMPTS):
             final = f"gave up after {delivery.attempts} attempts: {reason}"
             _set(delivery, status=Delivery.Status.FAILED, reason=final[:1000], lease_until=None)
-            _event(delivery, "failed", reason=final)
+            self._event(delivery, "failed", reason=final)
             return
         wait = backoff(delivery.attempts)
         if retry_after:

@@ -172,3 +172,9 @@ def message_search(
     if until is not None:
         rows = rows.filter(created_at__lt=until)
     return rows.select_related("communication", "version").order_by("-id")
+
+
+def send_status(send: Send) -> str:
+    """A send's status: its latest delivery's (the engine writes only the delivery)."""
+    latest = send.deliveries.order_by("-id").values_list("status", flat=True).first()
+    return latest or send.status
