@@ -76,12 +76,28 @@ def _txn() -> Iterator[None]:
         yield
 
 
-def _index(deliveries: list[Delivery]) -> None:
+def _links(delivery: Delivery) -> dict[str, str]:
+    """The delivery's links, made once: rendering and sending both need them (signing is not free)."""
+    cached = getattr(delivery, "_links", None)
+    if cached is None:
+        cached = links_for(key=delivery.key, topic=delivery.topic, base_url=public_base())
+        delivery._links = cached  # type: ignore[attr-defined]
+    return cached
+
+
+@functools.cache
+def _archive_index() -> Any:
     try:
         from tsunagu.messaging.archive import archive_index
     except ImportError:
-        return
-    archive_index(deliveries=deliveries)
+        return None
+    return archive_index
+
+
+def _index(deliveries: list[Delivery]) -> None:
+    index = _archive_index()
+    if index is not None:
+        index(deliveries=deliveries)
 
 
 def delivery_render(delivery: Delivery) -> dict[str, Any]:
@@ -268,7 +284,7 @@ class Runner:
                 setattr(delivery, name, value)
             if rendered:
                 _index([delivery])
-        links = links_for(key=delivery.key, topic=delivery.topic, base_url=public_base())
+        links = _links(delivery)
         message = Message(
             key=delivery.key,
             channel_type=delivery.channel_type,
