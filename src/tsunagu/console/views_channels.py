@@ -181,9 +181,7 @@ def channels(request: HttpRequest, workspace: Any) -> HttpResponse:
         else:
             messages.success(request, _("Channel “%(name)s” created.") % {"name": channel.name})
             return redirect("console:channel", slug=workspace.slug, channel_id=channel.pk)
-    rows = [
-        {"channel": c, "label": channel_label(c.type)} for c in channel_list(workspace=workspace)
-    ]
+    rows = [{"channel": c, "label": channel_label(c.type)} for c in channel_list(workspace=workspace)]
     response = messaging_page(
         request,
         workspace,
@@ -210,8 +208,13 @@ def _channel_or_404(workspace: Any, channel_id: int) -> Any:
 
 
 def _channel_page(
-    request: HttpRequest, workspace: Any, channel: Any, *, errors: dict[str, str] | None = None,
-    form_error: str = "", status: int = 200,
+    request: HttpRequest,
+    workspace: Any,
+    channel: Any,
+    *,
+    errors: dict[str, str] | None = None,
+    form_error: str = "",
+    status: int = 200,
 ) -> HttpResponse:
     errors = errors or {}
     held = {k for k, v in secrets_decrypt(channel.secrets).items() if v}
@@ -265,9 +268,7 @@ def channel(request: HttpRequest, workspace: Any, channel_id: int) -> HttpRespon
         found.refresh_from_db()
         key, message = _config_error(exc)
         errors = {key: message} if key else ({"__name": message} if exc.field == "name" else {})
-        return _channel_page(
-            request, workspace, found, errors=errors, form_error="" if errors else message, status=400
-        )
+        return _channel_page(request, workspace, found, errors=errors, form_error="" if errors else message, status=400)
     messages.success(request, _("Channel “%(name)s” saved.") % {"name": found.name})
     return redirect("console:channel", slug=workspace.slug, channel_id=found.pk)
 
@@ -413,9 +414,7 @@ def delivery(request: HttpRequest, workspace: Any, delivery_id: int) -> HttpResp
     found = delivery_get(workspace=workspace, delivery_id=delivery_id)
     if found is None:
         raise Http404("message not found")
-    events = [
-        {"e": e, "label": status_label(e.status)} for e in found.events.order_by("at", "pk")
-    ]
+    events = [{"e": e, "label": status_label(e.status)} for e in found.events.order_by("at", "pk")]
     headers = sorted((k, v) for k, v in (found.headers or {}).items() if k != "extra")
     customer = customer_get(workspace=workspace, customer_id=found.customer_id) if found.customer_id else None
     return messaging_page(

@@ -158,8 +158,11 @@ def variants_from_post(post: QueryDict) -> tuple[list[dict[str, Any]], dict[tupl
             continue
         names = channel_fields(channel)
         if names is None:
-            names = tuple(k[len(prefix) :] for k in post if k.startswith(prefix) and k[len(prefix) :] not in (
-                "channel", "locale", "delete"))
+            names = tuple(
+                k[len(prefix) :]
+                for k in post
+                if k.startswith(prefix) and k[len(prefix) :] not in ("channel", "locale", "delete")
+            )
         item: dict[str, Any] = {"channel": channel, "locale": post.get(prefix + "locale", "").strip()}
         for name in names:
             value = post.get(prefix + name, "")
@@ -300,7 +303,12 @@ def _save(request: HttpRequest, workspace: Any, comm: Any) -> HttpResponse:
             return _editor(request, workspace, comm=comm, head=head, variants=variants, errors=errors, status=400)
         if exc.field in ("key", "name", "topic"):
             return _editor(
-                request, workspace, comm=comm, head=head, variants=variants, field_errors={exc.field: exc.message},
+                request,
+                workspace,
+                comm=comm,
+                head=head,
+                variants=variants,
+                field_errors={exc.field: exc.message},
                 status=400,
             )
         return _editor(request, workspace, comm=comm, head=head, variants=variants, form_error=exc.message, status=400)

@@ -58,7 +58,9 @@ print(json.dumps({"hanako": hanako.pk, "suzuki": suzuki.pk, "shipped": shipped.d
 def _post(url: str, body: dict[str, Any], write_key: str) -> None:
     auth = base64.b64encode(f"{write_key}:".encode()).decode()
     request = urllib.request.Request(  # noqa: S310 - loopback test server
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json", "Authorization": f"Basic {auth}"}
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Basic {auth}"},
     )
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
         assert response.status == 200
@@ -76,8 +78,16 @@ def shop(tmp_path_factory: Any) -> Any:
         server.cli("createuser", "mika", "--password", PASSWORD, "--workspace", "shop", "--role", "owner")
         server.start()
         for user_id, traits, at in (
-            ("u-suzuki", {"lastName": "鈴木", "firstName": "一郎", "email": "suzuki@example.jp"}, "2026-01-04T00:00:00Z"),
-            ("u-hanako", {"lastName": "山田", "firstName": "花子", "email": "hanako@example.jp"}, "2026-01-05T00:00:00Z"),
+            (
+                "u-suzuki",
+                {"lastName": "鈴木", "firstName": "一郎", "email": "suzuki@example.jp"},
+                "2026-01-04T00:00:00Z",
+            ),
+            (
+                "u-hanako",
+                {"lastName": "山田", "firstName": "花子", "email": "hanako@example.jp"},
+                "2026-01-05T00:00:00Z",
+            ),
         ):
             _post(f"{server.url}/v1/identify", {"userId": user_id, "traits": traits, "timestamp": at}, write_key)
         server.wait_applied(token)
@@ -131,12 +141,32 @@ class Session:
 
 
 LABELS = {
-    "ja-JP": {"lang": "ja", "nav": "メッセージ", "saved": "バージョン 2 として保存しました。", "channels": "チャネル",
-              "create": "チャネルを作成", "no_hooks": "このチャネルは Webhook を受信しません。", "archive": "アーカイブ",
-              "search": "検索", "created": "を作成しました", "delivered": "配信済み", "history": "バージョン履歴"},
-    "en-US": {"lang": "en", "nav": "Messaging", "saved": "Saved as version 2.", "channels": "Channels",
-              "create": "Create channel", "no_hooks": "This channel receives no webhooks.", "archive": "Archive",
-              "search": "Search", "created": "created", "delivered": "Delivered", "history": "Version history"},
+    "ja-JP": {
+        "lang": "ja",
+        "nav": "メッセージ",
+        "saved": "バージョン 2 として保存しました。",
+        "channels": "チャネル",
+        "create": "チャネルを作成",
+        "no_hooks": "このチャネルは Webhook を受信しません。",
+        "archive": "アーカイブ",
+        "search": "検索",
+        "created": "を作成しました",
+        "delivered": "配信済み",
+        "history": "バージョン履歴",
+    },
+    "en-US": {
+        "lang": "en",
+        "nav": "Messaging",
+        "saved": "Saved as version 2.",
+        "channels": "Channels",
+        "create": "Create channel",
+        "no_hooks": "This channel receives no webhooks.",
+        "archive": "Archive",
+        "search": "Search",
+        "created": "created",
+        "delivered": "Delivered",
+        "history": "Version history",
+    },
 }
 
 
@@ -225,7 +255,10 @@ def test_search_the_archive_in_japanese_and_open_a_delivery(browser: Any, shop: 
         page.reload()
     states = page.locator("[data-testid=states] li")
     assert [states.nth(i).get_attribute("data-status") for i in range(states.count())] == [
-        "queued", "sent", "delivered"]
+        "queued",
+        "sent",
+        "delivered",
+    ]
     for i in range(states.count()):
         assert states.nth(i).locator("time").get_attribute("datetime").endswith("+09:00")
     expect(page.locator(".inapp-body")).to_have_text("山田様、ご注文を配送しました。")

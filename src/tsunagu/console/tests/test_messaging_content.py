@@ -17,8 +17,14 @@ def show(channel: str, content: dict, lang: str = "en") -> str:
 
 
 def test_email_is_an_iframe_sandboxed_without_scripts_and_escaped_into_srcdoc():
-    page = show("email", {"subject": "ご注文の配送", "html": '<p class="x">こんにちは</p><script>alert("x")</script>',
-                          "text": "こんにちは"})
+    page = show(
+        "email",
+        {
+            "subject": "ご注文の配送",
+            "html": '<p class="x">こんにちは</p><script>alert("x")</script>',
+            "text": "こんにちは",
+        },
+    )
     frame = re.search(r"<iframe ([^>]*)></iframe>", page)
     assert frame is not None
     attrs = frame.group(1)
@@ -46,8 +52,11 @@ def test_line_text_and_flex_are_chat_bubbles():
         "altText": "ご注文を発送しました",
         "contents": {
             "type": "bubble",
-            "body": {"type": "box", "layout": "vertical", "contents": [
-                {"type": "text", "text": "発送のお知らせ"}, {"type": "text", "text": "<b>明日</b>お届け"}]},
+            "body": {
+                "type": "box",
+                "layout": "vertical",
+                "contents": [{"type": "text", "text": "発送のお知らせ"}, {"type": "text", "text": "<b>明日</b>お届け"}],
+            },
         },
     }
     page = show("line", {"messages": [{"type": "text", "text": "こんにちは\n山田様"}, flex], "text": "こんにちは"})
@@ -60,8 +69,15 @@ def test_line_text_and_flex_are_chat_bubbles():
 
 
 def test_in_app_is_a_card_and_unknown_channels_show_json():
-    page = show("in_app", {"title": "配送", "body": "一行目\n二行目", "url": "https://shop.example/o/1",
-                           "button": {"label": "注文を見る"}})
+    page = show(
+        "in_app",
+        {
+            "title": "配送",
+            "body": "一行目\n二行目",
+            "url": "https://shop.example/o/1",
+            "button": {"label": "注文を見る"},
+        },
+    )
     assert '<h3 class="inapp-title">配送</h3>' in page
     assert "一行目<br>二行目" in page and "注文を見る" in page
     hook = show("webhook", {"payload": {"order": "<1>"}})

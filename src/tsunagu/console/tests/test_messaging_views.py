@@ -34,16 +34,28 @@ def in_app(title: str, body: str, locale: str = "ja") -> dict[str, Any]:
 
 def editor_post(key: str, title: str, body: str, **extra: str) -> dict[str, str]:
     return {
-        "key": key, "name": "Shipped", "topic": "transactional", "variant_count": "1",
-        "v0-channel": "in_app", "v0-locale": "ja", "v0-title": title, "v0-body": body, "action": "save", **extra,
+        "key": key,
+        "name": "Shipped",
+        "topic": "transactional",
+        "variant_count": "1",
+        "v0-channel": "in_app",
+        "v0-locale": "ja",
+        "v0-title": title,
+        "v0-body": body,
+        "action": "save",
+        **extra,
     }
 
 
 @pytest.fixture
 def shipped(workspace: Any) -> Any:
     comm, _ = communication_create(
-        workspace=workspace, key="order-shipped", name="発送のお知らせ", topic="transactional",
-        variants=[in_app("配送のお知らせ", "{{ customer.family_name }}様、ご注文を配送しました。")], actor=SYSTEM,
+        workspace=workspace,
+        key="order-shipped",
+        name="発送のお知らせ",
+        topic="transactional",
+        variants=[in_app("配送のお知らせ", "{{ customer.family_name }}様、ご注文を配送しました。")],
+        actor=SYSTEM,
     )
     return comm
 
@@ -52,8 +64,12 @@ def shipped(workspace: Any) -> Any:
 def delivered(workspace: Any, hanako: Any, shipped: Any) -> Any:
     """Two messages to 花子: one about delivery (配送), one about a refund; the worker has run both."""
     communication_create(
-        workspace=workspace, key="refund", name="返金", topic="transactional",
-        variants=[in_app("返金のご案内", "返金を受け付けました。")], actor=SYSTEM,
+        workspace=workspace,
+        key="refund",
+        name="返金",
+        topic="transactional",
+        variants=[in_app("返金のご案内", "返金を受け付けました。")],
+        actor=SYSTEM,
     )
     first = send_create(workspace=workspace, communication="order-shipped", customer=hanako, actor=SYSTEM)
     send_create(workspace=workspace, communication="refund", customer=hanako, actor=SYSTEM)
@@ -122,14 +138,22 @@ def test_invalid_json_and_bad_key_are_named(client_en, hanako):
 
 
 def test_add_variant_and_edit_makes_a_new_version(client_en, shipped):
-    added = client_en.post(f"{A}/c/order-shipped/", {**editor_post("order-shipped", "a", "b"), "action": "add",
-                                                       "new_channel": "in_app", "new_locale": "en"})
+    added = client_en.post(
+        f"{A}/c/order-shipped/",
+        {**editor_post("order-shipped", "a", "b"), "action": "add", "new_channel": "in_app", "new_locale": "en"},
+    )
     assert added.status_code == 200
     assert 'name="v1-channel" value="in_app"' in body(added) and 'name="v1-locale" value="en"' in body(added)
     shipped.refresh_from_db()
     assert shipped.current_version == 1  # adding a variant saves nothing
-    post = {**editor_post("order-shipped", "配送のお知らせ", "<b>届きます</b>"), "variant_count": "2",
-            "v1-channel": "in_app", "v1-locale": "en", "v1-title": "Shipped", "v1-body": "On its way"}
+    post = {
+        **editor_post("order-shipped", "配送のお知らせ", "<b>届きます</b>"),
+        "variant_count": "2",
+        "v1-channel": "in_app",
+        "v1-locale": "en",
+        "v1-title": "Shipped",
+        "v1-body": "On its way",
+    }
     assert client_en.post(f"{A}/c/order-shipped/", post).status_code == 302
     shipped.refresh_from_db()
     assert shipped.current_version == 2
@@ -140,8 +164,15 @@ def test_add_variant_and_edit_makes_a_new_version(client_en, shipped):
 
 
 def test_removing_a_variant(client_en, shipped):
-    post = {**editor_post("order-shipped", "a", "b"), "variant_count": "2", "v1-channel": "in_app",
-            "v1-locale": "en", "v1-title": "x", "v1-body": "y", "v0-delete": "1"}
+    post = {
+        **editor_post("order-shipped", "a", "b"),
+        "variant_count": "2",
+        "v1-channel": "in_app",
+        "v1-locale": "en",
+        "v1-title": "x",
+        "v1-body": "y",
+        "v0-delete": "1",
+    }
     assert client_en.post(f"{A}/c/order-shipped/", post).status_code == 302
     version = shipped.versions.get(number=2)
     assert [(v["locale"], v["title"]) for v in version.variants] == [("en", "x")]
@@ -151,8 +182,11 @@ def test_removing_a_variant(client_en, shipped):
 
 
 def test_preview_renders_the_unsaved_variant_for_the_chosen_customer(client_ja, hanako, shipped):
-    form = {**editor_post("order-shipped", "{{ customer.family_name }}様へ", "未保存の本文"),
-            "preview_customer": str(hanako.pk), "preview_variant": "0"}
+    form = {
+        **editor_post("order-shipped", "{{ customer.family_name }}様へ", "未保存の本文"),
+        "preview_customer": str(hanako.pk),
+        "preview_variant": "0",
+    }
     page = body(client_ja.post(f"{A}/preview", form))
     assert '<h3 class="inapp-title">山田様へ</h3>' in page
     assert "未保存の本文" in page
@@ -162,8 +196,11 @@ def test_preview_renders_the_unsaved_variant_for_the_chosen_customer(client_ja, 
 
 def test_preview_escapes_customer_data_and_reports_template_errors(client_en, send, hanako):
     send("/v1/identify", {"userId": "u-hanako", "traits": {"nickname": "<img src=x onerror=alert(1)>"}})
-    ok = body(client_en.post(f"{A}/preview", {**editor_post("k", "{{ customer.nickname }}", "b"),
-                                               "preview_customer": str(hanako.pk)}))
+    ok = body(
+        client_en.post(
+            f"{A}/preview", {**editor_post("k", "{{ customer.nickname }}", "b"), "preview_customer": str(hanako.pk)}
+        )
+    )
     assert "<img src=x" not in ok and "&lt;img src=x onerror=alert(1)&gt;" in ok
     bad = body(client_en.post(f"{A}/preview", editor_post("k", "{% if %}", "b")))
     assert 'data-testid="preview-error"' in bad and "variant in_app/ja" in bad
@@ -219,22 +256,32 @@ def test_in_app_channel_create_toggle_delete(client_ja, workspace):
 def test_secrets_are_never_shown_and_kept_when_left_empty(client_en, workspace, fake_line):
     form = client_en.get(f"{A}/channels/", {"type": "line"})
     assert 'type="password" id="config-channel_secret"' in body(form)
-    missing = client_en.post(f"{A}/channels/", {"type": "line", "name": "LINE", "action": "create",
-                                                "config-channel_access_token": "tok"})
+    missing = client_en.post(
+        f"{A}/channels/", {"type": "line", "name": "LINE", "action": "create", "config-channel_access_token": "tok"}
+    )
     assert missing.status_code == 400
     assert re.search(r'data-field="config-channel_secret">is required', body(missing))
     assert "tok" not in re.findall(r'value="([^"]*)"', body(missing))
-    created = client_en.post(f"{A}/channels/", {"type": "line", "name": "LINE", "action": "create",
-                                                "config-channel_access_token": "TOKEN-s3cret",
-                                                "config-channel_secret": "SECRET-s3cret"})
+    created = client_en.post(
+        f"{A}/channels/",
+        {
+            "type": "line",
+            "name": "LINE",
+            "action": "create",
+            "config-channel_access_token": "TOKEN-s3cret",
+            "config-channel_secret": "SECRET-s3cret",
+        },
+    )
     channel = Channel.objects.get(name="LINE")
     page = body(client_en.get(created["Location"]))
     assert "s3cret" not in page
     assert 'data-testid="secret-held-channel_secret"' in page
     assert re.search(rf"http://testserver/m/in/{channel.webhook_token}/events</code>", page)
     # Saving with the secret fields empty keeps both; a new value replaces one.
-    saved = client_en.post(f"{A}/channels/{channel.pk}/", {"name": "LINE 公式", "config-channel_secret": "",
-                                                          "config-channel_access_token": "NEW-TOKEN"})
+    saved = client_en.post(
+        f"{A}/channels/{channel.pk}/",
+        {"name": "LINE 公式", "config-channel_secret": "", "config-channel_access_token": "NEW-TOKEN"},
+    )
     assert saved.status_code == 302
     channel.refresh_from_db()
     assert channel.name == "LINE 公式"
@@ -246,16 +293,18 @@ def test_send_a_test_shows_the_send_and_links_its_delivery(client_en, workspace,
     channel = channel_create(workspace=workspace, type="in_app", name="App", config={}, actor=SYSTEM)
     page = body(client_en.get(f"{A}/channels/{channel.pk}/"))
     assert '<option value="order-shipped">' in page
-    response = client_en.post(f"{A}/channels/{channel.pk}/test",
-                              {"communication": "order-shipped", "customer": str(hanako.pk)})
+    response = client_en.post(
+        f"{A}/channels/{channel.pk}/test", {"communication": "order-shipped", "customer": str(hanako.pk)}
+    )
     assert response.status_code == 302
     send_id = int(response["Location"].rsplit("send=", 1)[1])
     page = body(client_en.get(response["Location"]))
     delivery = hanako.deliveries.get()
     assert f"Test send #{send_id}" in page
     assert f'href="{A}/archive/{delivery.pk}/"' in page
-    unknown = client_en.post(f"{A}/channels/{channel.pk}/test", {"communication": "nope", "customer": str(hanako.pk)},
-                             follow=True)
+    unknown = client_en.post(
+        f"{A}/channels/{channel.pk}/test", {"communication": "nope", "customer": str(hanako.pk)}, follow=True
+    )
     assert "no communication with key" in body(unknown)
 
 
@@ -335,8 +384,12 @@ def test_a_viewer_reads_but_cannot_change_anything(workspace, hanako, shipped):
     assert viewer.post(f"{A}/channels/", {"type": "in_app", "name": "X", "action": "create"}).status_code == 403
     assert viewer.post(f"{A}/channels/{channel.pk}/toggle").status_code == 403
     assert viewer.post(f"{A}/channels/{channel.pk}/delete").status_code == 403
-    assert viewer.post(f"{A}/channels/{channel.pk}/test", {"communication": "order-shipped",
-                                                            "customer": str(hanako.pk)}).status_code == 403
+    assert (
+        viewer.post(
+            f"{A}/channels/{channel.pk}/test", {"communication": "order-shipped", "customer": str(hanako.pk)}
+        ).status_code
+        == 403
+    )
     channel.refresh_from_db()
     assert channel.enabled and not hanako.deliveries.exists()
     # Reading is allowed, the preview too (it records nothing).
@@ -351,13 +404,17 @@ def test_an_operator_edits_communications_but_not_channels(workspace, shipped):
 
 
 def test_another_workspaces_rows_are_not_found(client_en, workspace, other_workspace, delivered):
-    b_comm, _ = communication_create(workspace=other_workspace, key="b-only", name="B", topic="service",
-                                     variants=[in_app("B", "B")], actor=SYSTEM)
+    b_comm, _ = communication_create(
+        workspace=other_workspace, key="b-only", name="B", topic="service", variants=[in_app("B", "B")], actor=SYSTEM
+    )
     b_channel = channel_create(workspace=other_workspace, type="in_app", name="B", config={}, actor=SYSTEM)
     for path in (f"{A}/c/b-only/", f"{A}/c/b-only/versions", f"{A}/channels/{b_channel.pk}/"):
         assert client_en.get(path).status_code == 404, path
-    for path in (f"{A}/channels/{b_channel.pk}/toggle", f"{A}/channels/{b_channel.pk}/delete",
-                 f"{A}/channels/{b_channel.pk}/test"):
+    for path in (
+        f"{A}/channels/{b_channel.pk}/toggle",
+        f"{A}/channels/{b_channel.pk}/delete",
+        f"{A}/channels/{b_channel.pk}/test",
+    ):
         assert client_en.post(path).status_code == 404, path
     assert client_en.get("/w/shop-b/messaging/").status_code == 404
     assert client_en.get(f"/w/shop-b/messaging/archive/{delivered.pk}/").status_code == 404
@@ -366,3 +423,30 @@ def test_another_workspaces_rows_are_not_found(client_en, workspace, other_works
     assert "配送のお知らせ" not in body(outsider.get("/w/shop-b/messaging/archive/"))
     assert outsider.get(f"/w/shop-b/messaging/archive/{delivered.pk}/").status_code == 404
     assert b_channel.enabled and b_comm.current_version == 1
+
+
+def test_preview_and_test_send_do_not_reach_another_workspaces_customer(
+    client_en, send, hanako, other_workspace, workspace, shipped
+):
+    from tsunagu.customers.selectors import customer_list
+    from tsunagu.events.services import source_create
+
+    b_source = source_create(workspace=other_workspace, name="B web", channel="web", actor=SYSTEM)
+    send("/v1/identify", {"userId": "u-b", "traits": {"lastName": "別人"}}, write_key=b_source.write_key)
+    b_customer = customer_list(workspace=other_workspace, user_id="u-b").get()
+    page = body(
+        client_en.post(
+            f"{A}/preview",
+            {**editor_post("k", "{{ customer.family_name }}", "b"), "preview_customer": str(b_customer.pk)},
+        )
+    )
+    assert "別人" not in page and '<h3 class="inapp-title">山田</h3>' in page  # the sample customer instead
+    assert "別人" not in body(client_en.get(f"{A}/picker", {"customer_q": "別人"}))
+    channel = channel_create(workspace=workspace, type="in_app", name="App", config={}, actor=SYSTEM)
+    refused = client_en.post(
+        f"{A}/channels/{channel.pk}/test",
+        {"communication": "order-shipped", "customer": str(b_customer.pk)},
+        follow=True,
+    )
+    assert "Choose a customer to send the test to." in body(refused)
+    assert not b_customer.deliveries.exists()
