@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tsunagu.console.tests.test_browser import CHROMIUM, CHROMIUM_ARGS, _unavailable
+from tsunagu.console.tests.test_browser import CHROMIUM, CHROMIUM_ARGS, _unavailable, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
 
@@ -171,7 +171,7 @@ LABELS = {
 
 
 @pytest.mark.parametrize("locale", ["ja-JP", "en-US"])
-def test_edit_a_communication_and_watch_the_live_preview(browser: Any, shop: Any, locale: str) -> None:
+def test_edit_a_communication_and_watch_the_live_preview(browser: Any, shop: Any, locale: str, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
     labels, lang = LABELS[locale], LABELS[locale]["lang"]
@@ -201,6 +201,7 @@ def test_edit_a_communication_and_watch_the_live_preview(browser: Any, shop: Any
     page.fill("#v0-title", "{{ customer.given_name }}さん、新着です")
     expect(preview.locator(".inapp-title")).to_have_text("一郎さん、新着です")
 
+    screenshot(page, tmp_path, f"messaging-editor-{locale}.png")
     page.get_by_test_id("save").click()
     page.wait_for_url(f"{s.server.url}/w/shop/messaging/c/welcome-{lang}/")
     expect(page.locator(".message-success")).to_have_text(labels["saved"])
@@ -231,7 +232,9 @@ def test_create_a_channel_and_read_its_webhook_urls(browser: Any, shop: Any, loc
 
 
 @pytest.mark.parametrize("locale", ["ja-JP", "en-US"])
-def test_search_the_archive_in_japanese_and_open_a_delivery(browser: Any, shop: Any, locale: str) -> None:
+def test_search_the_archive_in_japanese_and_open_a_delivery(
+    browser: Any, shop: Any, locale: str, tmp_path: Path
+) -> None:
     from playwright.sync_api import expect
 
     labels = LABELS[locale]
@@ -262,8 +265,10 @@ def test_search_the_archive_in_japanese_and_open_a_delivery(browser: Any, shop: 
     for i in range(states.count()):
         assert states.nth(i).locator("time").get_attribute("datetime").endswith("+09:00")
     expect(page.locator(".inapp-body")).to_have_text("山田様、ご注文を配送しました。")
+    screenshot(page, tmp_path, f"messaging-delivery-{locale}.png")
     page.get_by_test_id("delivery-customer").click()
     page.wait_for_url(f"**/customers/{shop['hanako']}/")
     page.get_by_test_id("tab-messages").click()
     expect(page.locator("[data-testid=messages] tbody tr")).to_have_count(2)
+    screenshot(page, tmp_path, f"messaging-customer-{locale}.png")
     s.close()
