@@ -366,6 +366,10 @@ def test_customer_page_has_a_messages_tab(client_en, delivered, hanako):
     tab = body(client_en.get(f"/w/shop-a/customers/{hanako.pk}/messages/"))
     assert "配送のお知らせ" in tab and "返金のご案内" in tab
     assert 'aria-current="page" data-testid="tab-messages"' in tab
+    # The archive narrowed to this customer, searchable from there.
+    archive = body(client_en.get(f"{A}/archive/", {"customer": hanako.pk, "q": "返金"}))
+    assert "返金のご案内" in archive and "配送のお知らせ" not in archive
+    assert f'name="customer" value="{hanako.pk}"' in archive
 
 
 # --- roles and workspaces -----------------------------------------------------------------------------
