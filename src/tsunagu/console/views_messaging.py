@@ -103,7 +103,7 @@ def messaging_page(request: HttpRequest, workspace: Any, template: str, sub: str
 def _field_rows(channel: str, values: dict[str, Any], errors: dict[str, str]) -> list[dict[str, Any]]:
     names = channel_fields(channel)
     if names is None:  # a channel whose module is not installed: keep what the variant has
-        names = tuple(k for k in values if k not in ("channel", "locale"))
+        names = tuple(sorted(k for k in values if k not in ("channel", "locale")))
     rows = []
     for name in names:
         value = values.get(name, "")
@@ -461,7 +461,10 @@ def version_diff(old: Any, new: Any) -> list[dict[str, Any]]:
     a_variants, b_variants = by_key(old), by_key(new)
     for key in list(dict.fromkeys([*a_variants, *b_variants])):
         a, b = a_variants.get(key, {}), b_variants.get(key, {})
-        names = [n for n in dict.fromkeys([*a, *b]) if n not in ("channel", "locale")]
+        # In the channel's own field order: PostgreSQL's jsonb does not keep the order the fields were saved in.
+        known = channel_fields(key[0]) or ()
+        rest = sorted(n for n in {*a, *b} if n not in known and n not in ("channel", "locale"))
+        names = [n for n in known if n in a or n in b] + rest
         title = f"{channel_label(key[0])} / {key[1]}"
         if not a or not b:
             state = _("added") if not a else _("removed")
