@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from tsunagu.console import views, views_team
+from tsunagu.console import views, views_channels, views_messaging, views_team
 
 app_name = "console"
 urlpatterns = [
@@ -26,4 +26,35 @@ urlpatterns = [
     path("w/<slug:slug>/team/members/<str:username>/remove", views_team.member_remove, name="team_member_remove"),
     path("w/<slug:slug>/team/keys/create", views_team.key_create, name="team_key_create"),
     path("w/<slug:slug>/team/keys/<int:key_id>/revoke", views_team.key_revoke, name="team_key_revoke"),
+    # Messaging (views_messaging: communications; views_channels: channels, the archive, deliveries).
+    path("w/<slug:slug>/messaging/", views_messaging.communications, name="communications"),
+    path("w/<slug:slug>/messaging/new", views_messaging.communication_new, name="communication_new"),
+    path("w/<slug:slug>/messaging/preview", views_messaging.communication_preview, name="communication_preview"),
+    path("w/<slug:slug>/messaging/picker", views_messaging.customer_picker, name="customer_picker"),
+    path("w/<slug:slug>/messaging/c/<str:key>/", views_messaging.communication_edit, name="communication"),
+    path(
+        "w/<slug:slug>/messaging/c/<str:key>/versions",
+        views_messaging.communication_versions_page,
+        name="communication_versions",
+    ),
+    path("w/<slug:slug>/messaging/channels/", views_channels.channels, name="channels"),
+    path("w/<slug:slug>/messaging/channels/<int:channel_id>/", views_channels.channel, name="channel"),
+    path(
+        "w/<slug:slug>/messaging/channels/<int:channel_id>/toggle",
+        views_channels.channel_toggle,
+        name="channel_toggle",
+    ),
+    path(
+        "w/<slug:slug>/messaging/channels/<int:channel_id>/delete",
+        views_channels.channel_remove,
+        name="channel_delete",
+    ),
+    path("w/<slug:slug>/messaging/channels/<int:channel_id>/test", views_channels.channel_test, name="channel_test"),
+    path("w/<slug:slug>/messaging/archive/", views_channels.archive, name="archive"),
+    path("w/<slug:slug>/messaging/archive/<int:delivery_id>/", views_channels.delivery, name="delivery"),
+    path(
+        "w/<slug:slug>/customers/<int:customer_id>/messages/",
+        views_channels.customer_messages_page,
+        name="customer_messages",
+    ),
 ]
