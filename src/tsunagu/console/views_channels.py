@@ -301,8 +301,8 @@ def channel_remove(request: HttpRequest, workspace: Any, channel_id: int) -> Htt
 @workspace_page
 @require_POST
 def channel_test(request: HttpRequest, workspace: Any, channel_id: int) -> HttpResponse:
-    """Send a communication to a customer on this channel's type (``send_create(channel=<type>)``) and show
-    the send on the channel's page."""
+    """Send a communication to a customer through this very channel, enabled or not (``send_create(via=)``),
+    and show the send on the channel's page."""
     found = _channel_or_404(workspace, channel_id)
     raw_id = request.POST.get("customer", "")
     customer = customer_get(workspace=workspace, customer_id=int(raw_id)) if raw_id.isdigit() else None
@@ -315,7 +315,7 @@ def channel_test(request: HttpRequest, workspace: Any, channel_id: int) -> HttpR
             communication=request.POST.get("communication", ""),
             customer=customer,
             actor=request.user,
-            channel=found.type,
+            via=found,
             base_url=public_base(request),
         )
     except ServicePermissionDenied as exc:

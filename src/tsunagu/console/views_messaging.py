@@ -25,9 +25,8 @@ from tsunagu.core.errors import TsunaguError
 from tsunagu.core.permissions import Perm, actor_role, role_allows
 from tsunagu.customers.selectors import clean_query, customer_get, customer_recent, customer_search
 from tsunagu.messaging.channels import TYPES, channel_class
-from tsunagu.messaging.context import customer_context
-from tsunagu.messaging.links import links_for, public_base
-from tsunagu.messaging.render import render_variant
+from tsunagu.messaging.links import public_base
+from tsunagu.messaging.preview import preview_variant
 from tsunagu.messaging.selectors import (
     communication_get,
     communication_list,
@@ -363,19 +362,8 @@ def communication_edit(request: HttpRequest, workspace: Any, key: str) -> HttpRe
 def render_unsaved(
     *, workspace: Any, variant: dict[str, Any], topic: str, customer: Any, base_url: str
 ) -> dict[str, Any]:
-    """An unsaved variant rendered for a customer as a send would render it: the context that
-    ``messaging.api.preview`` builds, for a variant that is not in a saved version yet. Nothing is
-    recorded. Raises ``ValueError`` naming the variant for a template that cannot be rendered."""
-    links = links_for(key="preview", topic=topic, base_url=base_url)
-    context = {"customer": customer_context(customer), "event": {}, "data": {}, **links}
-    rendered = render_variant(variant, context)
-    return {
-        "channel": rendered.channel,
-        "locale": rendered.locale,
-        "subject": rendered.subject,
-        "text": rendered.text,
-        "content": rendered.content,
-    }
+    """An unsaved variant rendered for a customer as a send would render it (``messaging.preview``)."""
+    return preview_variant(variant=variant, topic=topic, customer=customer, base_url=base_url)
 
 
 @workspace_page

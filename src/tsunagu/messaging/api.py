@@ -17,10 +17,11 @@ from tsunagu.customers.models import Customer
 from tsunagu.customers.normalize import normalize_email, normalize_id, normalize_phone
 from tsunagu.customers.selectors import customer_find_by_identity, customer_get
 from tsunagu.messaging.channels import channel_class
-from tsunagu.messaging.context import customer_context, customer_locale
-from tsunagu.messaging.links import links_for, public_base
+from tsunagu.messaging.context import customer_locale
+from tsunagu.messaging.links import public_base
 from tsunagu.messaging.models import Channel, Communication, Delivery
-from tsunagu.messaging.render import pick_variant, render_variant, variant_channels
+from tsunagu.messaging.preview import preview_variant
+from tsunagu.messaging.render import pick_variant, variant_channels
 from tsunagu.messaging.schemas import (
     ChannelIn,
     ChannelList,
@@ -223,20 +224,11 @@ def preview(
     wanted = locale or customer_locale(customer)
     variant = pick_variant(v.variants, channel=chosen, locale=wanted, default_locale=workspace.default_locale)
     assert variant is not None
-    links = links_for(key="preview", topic=v.topic, base_url=base_url)
-    context = {"customer": customer_context(customer), "event": {}, "data": {}, **links}
     try:
-        rendered = render_variant(variant, context)
+        out = preview_variant(variant=variant, topic=v.topic, customer=customer, base_url=base_url)
     except ValueError as exc:
         raise ValidationError(str(exc), field="channel") from None
-    return {
-        "channel": rendered.channel,
-        "locale": rendered.locale,
-        "subject": rendered.subject,
-        "text": rendered.text,
-        "content": rendered.content,
-        "customer_id": customer.pk if customer else None,
-    }
+    return {**out, "customer_id": customer.pk if customer else None}
 
 
 class PreviewQuery(Schema):

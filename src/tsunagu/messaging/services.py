@@ -305,10 +305,12 @@ def _channel_row(workspace: Workspace, type_: str) -> Channel | None:
 
 
 def _reach(
-    workspace: Workspace, customer: Customer, channel_type: str, context: dict[str, Any], topic: str
+    workspace: Workspace, customer: Customer, channel_type: str, context: dict[str, Any], topic: str,
+    row: Channel | None = None,
 ) -> tuple[Channel | None, str, dict[str, Any], str]:
-    """(channel row, address, extra, why not) for one channel type."""
-    row = _channel_row(workspace, channel_type) if channel_type != "in_app" else None
+    """(channel row, address, extra, why not) for one channel type (through ``row`` when given)."""
+    if row is None and channel_type != "in_app":
+        row = _channel_row(workspace, channel_type)
     if channel_type != "in_app" and row is None:
         return None, "", {}, f"no {channel_type} channel is configured"
     extra: dict[str, Any] = {}
@@ -346,6 +348,7 @@ def send_create(
     idempotency_key: str | None = None,
     base_url: str = "",
     at: dt.datetime | None = None,
+    via: Channel | None = None,
 ) -> Send:
     """Record a send of ``communication`` (its key) to ``customer``: the channel asked for, else the first
     variant's channel that is configured and reaches the customer; the variant of the customer's locale
@@ -356,6 +359,7 @@ def send_create(
     channel can reach the customer, the send and a failed delivery with the reasons are recorded (and reach
     the timeline as ``Message Failed``): the caller learns it from ``status``, not from an exception.
     ``at`` records the send at another time than now (imports of an earlier platform's archive, the demo).
+    ``via`` sends through that channel row of the workspace, enabled or not (the console's "send a test").
     Raises ``NotFound`` (communication), ``ValidationError`` (channel without a variant, bad data)."""
     authorize(actor=actor, workspace=workspace, perm=Perm.SEND)
     if idempotency_key is not None:
@@ -368,6 +372,10 @@ def send_create(
         raise NotFound(f"no communication with key {communication!r}", field="communication")
     version = CommunicationVersion.objects.get(communication=comm, number=comm.current_version)
     variants: list[dict[str, Any]] = list(version.variants)
+    if via is not None:
+        if via.workspace_id != workspace.pk:
+            raise NotFound("no such channel in this workspace", field="channel_id")
+        channel = via.type
     if channel is not None:
         if channel not in TYPES:
             raise ValidationError(f"must be one of {', '.join(TYPES)}", field="channel")
@@ -382,7 +390,7 @@ def send_create(
     reasons: list[str] = []
     chosen: tuple[str, Channel | None, str, dict[str, Any]] | None = None
     for candidate in candidates:
-        row, address, extra, why = _reach(workspace, customer, candidate, profile, version.topic)
+        row, address, extra, why = _reach(workspace, customer, candidate, profile, version.topic, row=via)
         if why:
             reasons.append(f"{candidate}: {why}")
             continue

@@ -167,3 +167,31 @@ def test_a_permanent_twilio_refusal_fails_the_delivery_without_retry(workspace, 
     d.refresh_from_db()
     assert d.status in ("failed", "bounced") and "21211" in d.reason
     assert work() == 0
+
+
+def test_a_test_send_goes_through_the_channel_named_even_when_disabled(workspace, send, line):
+    from tsunagu.messaging.services import channel_update
+
+    uid = user_id()
+    customer = _customer(send, workspace, line_id=uid)
+    with LineStandIn() as other:
+        channel_create(workspace=workspace, type="line", name="Main", config=line.channel_config(), actor=SYSTEM)
+        trial = channel_create(
+            workspace=workspace, type="line", name="Trial", config=other.channel_config(), actor=SYSTEM
+        )
+        channel_update(channel=trial, actor=SYSTEM, enabled=False)
+        communication_create(
+            workspace=workspace,
+            key="hello",
+            name="Hello",
+            topic="service",
+            actor=SYSTEM,
+            variants=[{"channel": "line", "locale": "ja", "text": "テスト"}],
+        )
+        d = send_create(
+            workspace=workspace, communication="hello", customer=customer, actor=SYSTEM, via=trial
+        ).deliveries.get()
+        assert d.channel_id == trial.pk
+        work()
+        assert len(other.wait_for_deliveries(1)) == 1
+        assert line.deliveries == []
