@@ -55,3 +55,13 @@ def test_a_forged_or_altered_token_is_refused_and_changes_nothing(workspace, sen
 
 def test_transactional_messages_have_no_unsubscribe_link(workspace):
     assert links_for(key="k", topic="transactional") == {"unsubscribe_url": "", "preferences_url": ""}
+
+
+def test_the_page_speaks_japanese_and_english(workspace, send):
+    customer = identified(send, workspace)
+    inapp_communication(workspace, key="promo", topic="marketing")
+    d = send_create(workspace=workspace, communication="promo", customer=customer, actor=SYSTEM).deliveries.get()
+    url = _path(links_for(key=d.key, topic="marketing")["unsubscribe_url"])
+    ja = Client().get(url, headers={"Accept-Language": "ja"}).content.decode()
+    en = Client().get(url, headers={"Accept-Language": "en"}).content.decode()
+    assert "配信を停止しますか" in ja and "Stop sending messages of this kind" in en
