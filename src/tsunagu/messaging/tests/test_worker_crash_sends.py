@@ -1,10 +1,12 @@
 """A worker SIGKILLed in the middle of a provider call never makes the customer get a message twice.
 
-A web server records the sends; workers execute them against loopback stand-ins of LINE and Twilio that
-hold their answer back, so the kill lands while the provider has the request but the worker has not its
-answer — the worst moment. Three workers die that way; a fourth finishes. Then, at the stand-ins: every
-LINE message was delivered once per retry key (LINE drops a resent retry key), every customer got at most
-one SMS (Twilio has no retry key: the interrupted one is failed, not resent), and every delivery ended."""
+A web server records the sends; workers execute them against loopback stand-ins of LINE, Twilio, an SMTP
+relay and a webhook receiver that hold their answer back, so the kill lands while the provider has the
+message but the worker has not its answer — the worst moment. Five workers die that way; a sixth finishes.
+Then, at the stand-ins: every LINE message was delivered once per retry key (LINE drops a resent retry
+key); every customer got at most one SMS and one email (Twilio and SMTP have no retry key: the interrupted
+one is failed, not resent); every webhook id arrived (a resend carries the same ``webhook-id``, which
+Standard Webhooks receivers deduplicate); and every delivery ended."""
 
 from __future__ import annotations
 
@@ -16,7 +18,9 @@ import pytest
 import requests
 
 from tsunagu.testing.standins.line import LineStandIn, user_id
+from tsunagu.testing.standins.smtp import SMTPStandin
 from tsunagu.testing.standins.twilio import TwilioStandIn
+from tsunagu.testing.standins.webhook import WebhookReceiver
 
 pytestmark = pytest.mark.live
 
@@ -40,7 +44,26 @@ def test_killed_workers_never_send_twice(live_server_factory):
     server.start(command="web")
     api = requests.Session()
     api.headers["Authorization"] = f"Bearer {token}"
-    with LineStandIn() as line, TwilioStandIn() as twilio:
+    with LineStandIn() as line, TwilioStandIn() as twilio, SMTPStandin() as smtp, WebhookReceiver() as hook:
+        r = api.patch(f"{server.url}/api/v1/workspace/settings", timeout=10, json={"allow_private_webhooks": True})
+        assert r.status_code == 200, r.text
+        smtp_config = {"host": smtp.host, "port": smtp.port, "security": "none", "from_email": "info@shop.example"}
+        assert (
+            api.post(
+                f"{server.url}/api/v1/channels",
+                timeout=10,
+                json={"type": "email", "name": "SMTP", "config": smtp_config},
+            ).status_code
+            == 201
+        )
+        assert (
+            api.post(
+                f"{server.url}/api/v1/channels",
+                timeout=10,
+                json={"type": "webhook", "name": "ERP", "config": {"url": hook.url("/h"), "secret": hook.secret}},
+            ).status_code
+            == 201
+        )
         assert (
             api.post(
                 f"{server.url}/api/v1/channels",
@@ -60,6 +83,8 @@ def test_killed_workers_never_send_twice(live_server_factory):
         variants = [
             {"channel": "line", "locale": "ja", "text": "こんにちは {{ customer.traits.name }}"},
             {"channel": "sms", "locale": "ja", "text": "SMS {{ customer.traits.name }}"},
+            {"channel": "email", "locale": "ja", "subject": "件名", "html": "<p>{{ customer.traits.name }}</p>"},
+            {"channel": "webhook", "locale": "ja", "payload": '{"name": {{ customer.traits.name | json }}}'},
         ]
         r = api.post(
             f"{server.url}/api/v1/communications",
@@ -72,7 +97,7 @@ def test_killed_workers_never_send_twice(live_server_factory):
             {
                 "type": "identify",
                 "userId": f"u{i}",
-                "traits": {"name": f"客{i}", "phone": f"+8190000000{i:02d}"},
+                "traits": {"name": f"客{i}", "phone": f"+8190000000{i:02d}", "email": f"c{i}@example.jp"},
                 "context": {"externalIds": [{"type": "line_user_id", "id": lines[i]}]},
             }
             for i in range(CUSTOMERS)
@@ -83,7 +108,7 @@ def test_killed_workers_never_send_twice(live_server_factory):
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=10)
         sends = []
-        for channel in ("line", "sms"):
+        for channel in ("line", "sms", "email", "webhook"):
             for i in range(CUSTOMERS):
                 r = api.post(
                     f"{server.url}/api/v1/sends",
@@ -93,11 +118,18 @@ def test_killed_workers_never_send_twice(live_server_factory):
                 assert r.status_code == 201, r.text
                 sends.append(r.json()["id"])
 
-        # Kill 1 and 2 while LINE holds its answer; kill 3 while Twilio holds its answer.
-        for standin, seen in ((line, 1), (line, 2), (twilio, 1)):
+        # Kill 1 and 2 while LINE holds its answer; then while Twilio, the SMTP relay, the receiver do.
+        in_flight = [
+            (line, lambda: len(line.requests) >= 1),
+            (line, lambda: len(line.requests) >= 2),
+            (twilio, lambda: len(twilio.requests) >= 1),
+            (smtp, lambda: smtp.held >= 1),
+            (hook, lambda: len(hook.received) >= 1),
+        ]
+        for step, (standin, arrived) in enumerate(in_flight):
             standin.hold()
             worker = server.spawn("worker")
-            _poll(lambda s=standin, n=seen: len(s.requests) >= n, "a request in flight at the stand-in")
+            _poll(arrived, f"a message in flight at the stand-in of step {step}")
             worker.send_signal(signal.SIGKILL)
             worker.wait(timeout=10)
             standin.release()
@@ -126,3 +158,12 @@ def test_killed_workers_never_send_twice(live_server_factory):
     interrupted = [d for d in sms_deliveries if d["status"] == "failed"]
     assert len(interrupted) == 1 and interrupted[0]["reason"].startswith("interrupted")
     assert sum(d["status"] == "sent" for d in sms_deliveries) == CUSTOMERS - 1
+    # Email: the same, at the SMTP relay (the held message reached it: its delivery is the interrupted one).
+    ids = smtp.message_ids()
+    assert len(ids) == len(set(ids)) == CUSTOMERS
+    email_deliveries = [d for d in deliveries if d["channel"] == "email"]
+    assert [d["reason"][:11] for d in email_deliveries if d["status"] == "failed"] == ["interrupted"]
+    # Webhooks: resent under the same webhook-id, so every delivery arrived and none counts twice.
+    webhook_ids = hook.webhook_ids()
+    assert len(set(webhook_ids)) == CUSTOMERS < len(webhook_ids)
+    assert all(d["status"] == "delivered" for d in deliveries if d["channel"] == "webhook")

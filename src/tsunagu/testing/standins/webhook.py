@@ -113,6 +113,8 @@ class WebhookReceiver:
         self.rejected: list[Rejected] = []
         self._answers: deque[_Answer] = deque()
         self._changed = threading.Condition()
+        self._go = threading.Event()
+        self._go.set()
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="webhook-standin", daemon=True
         )
@@ -149,6 +151,17 @@ class WebhookReceiver:
                 self._changed.wait(left)
             return list(self.received)
 
+    def hold(self) -> None:
+        """Keep answers back (the request is already recorded as received) until ``release``: for tests that
+        kill a sender while it waits for the answer."""
+        self._go.clear()
+
+    def release(self) -> None:
+        self._go.set()
+
+    def webhook_ids(self) -> list[str]:
+        return [r.webhook_id for r in self.received]
+
     def _handle(self, path: str, headers: dict[str, str], body: bytes) -> _Answer:
         try:
             payload = self._verifier.verify(body, headers)
@@ -161,4 +174,5 @@ class WebhookReceiver:
         with self._changed:
             self.received.append(Received(path, headers, body, payload, answer.status))
             self._changed.notify_all()
+        self._go.wait(60)
         return answer
