@@ -54,9 +54,8 @@ _CHANNELS = frozenset(ChannelType.values)
 _STATUSES = frozenset(Delivery.Status.values)
 
 
-def _wide(ch: str) -> bool:
-    # CJK radicals onwards: kana, kanji, Hangul, full-width forms. Everything else counts as narrow.
-    return ch >= "\u2e80"
+# CJK radicals onwards: kana, kanji, Hangul, full-width forms are wide; everything before them narrow.
+WIDE = "\u2e80"
 
 
 def _fold(text: str) -> str:
@@ -75,17 +74,60 @@ def grams(text: str) -> set[str]:
         n = len(run)
         if n < 2:
             continue
-        for i in range(n - 1):
-            if _wide(run[i]) and _wide(run[i + 1]):
-                out.add(run[i : i + 2])
-            elif i + 2 < n:
-                out.add(run[i : i + 3])
+        # Runs of one kind (most of them) in one comprehension each; mixed runs character by character.
+        if min(run) >= WIDE:
+            out.update([run[i : i + 2] for i in range(n - 1)])
+        elif max(run) < WIDE:
+            out.update([run[i : i + 3] for i in range(n - 2)])
+        else:
+            for i in range(n - 1):
+                if run[i] >= WIDE and run[i + 1] >= WIDE:
+                    out.add(run[i : i + 2])
+                elif i + 2 < n:
+                    out.add(run[i : i + 3])
     return out
 
 
-def _document(subject: str, body_text: str) -> set[str]:
-    # Subject and text together; a gram spanning the two (joined by a newline, not a letter) cannot occur.
-    return grams(f"{subject}\n{body_text}")
+# Facts of a delivery that never change, as tokens beside its grams, so the index itself narrows a search
+# to a workspace, a channel, a communication or a period (the ``created_at`` month, in UTC). Grams are at
+# most three characters, these at least four, so the two never meet.
+def _fact_tokens(*, workspace_id: int, channel_type: str, communication_id: int, created_at: dt.datetime) -> set[str]:
+    at = created_at.astimezone(dt.UTC)
+    return {f"0ws{workspace_id}", _channel_token(channel_type), f"0cm{communication_id}", f"0yr{at.year}",
+            f"0mo{at.year}{at.month:02d}"}
+
+
+def _channel_token(channel_type: str) -> str:
+    return "0ch" + channel_type.replace("_", "")  # in_app: a token is letters and digits only
+
+
+def document(delivery: Any) -> set[str]:
+    """Every token of one delivery (any object with a Delivery's fields, historical models included)."""
+    return grams(f"{delivery.subject}\n{delivery.body_text}") | _fact_tokens(
+        workspace_id=delivery.workspace_id, channel_type=delivery.channel_type,
+        communication_id=delivery.communication_id, created_at=delivery.created_at,
+    )
+
+
+def _period_tokens(lo: dt.datetime, hi: dt.datetime) -> list[str] | None:
+    """Tokens of the UTC months from ``lo`` to ``hi`` (inclusive), whole years as one token; None when the
+    period is too long for it to narrow anything."""
+    lo, hi = lo.astimezone(dt.UTC), hi.astimezone(dt.UTC)
+    months = (hi.year - lo.year) * 12 + hi.month - lo.month + 1
+    if months <= 0:
+        return []
+    if months > 36:
+        return None
+    out: list[str] = []
+    y, m = lo.year, lo.month
+    while (y, m) <= (hi.year, hi.month):
+        if m == 1 and (y, 12) <= (hi.year, hi.month):
+            out.append(f"0yr{y}")
+            y += 1
+            continue
+        out.append(f"0mo{y}{m:02d}")
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    return out
 
 
 # -- keeping the index in step ---------------------------------------------------------------------------
@@ -95,14 +137,14 @@ def archive_index(*, deliveries: Sequence[Delivery]) -> None:
     """Index the subject and plain text of ``deliveries`` (saved rows). Call it in the transaction that
     creates or renders them, so that the index commits or rolls back with them. Indexing a delivery again
     is harmless (PostgreSQL replaces its row; SQLite's entries are a set per row)."""
-    rows = [(d.pk, _document(d.subject, d.body_text)) for d in deliveries if d.pk is not None]
+    rows = [(d.pk, document(d)) for d in deliveries if d.pk is not None]
     _write(rows)
 
 
 def archive_unindex(*, deliveries: Iterable[Delivery]) -> None:
     """Remove ``deliveries`` from the index (before or after they are deleted, in the same transaction).
     On SQLite the entries removed are recomputed from the rows' subject and text, which never change."""
-    rows = [(d.pk, _document(d.subject, d.body_text)) for d in deliveries if d.pk is not None]
+    rows = [(d.pk, document(d)) for d in deliveries if d.pk is not None]
     if not rows:
         return
     with connection.cursor() as cursor:
@@ -125,10 +167,11 @@ def archive_rebuild(*, batch: int = 2000) -> int:
             cursor.execute("INSERT INTO messaging_archive_index(messaging_archive_index) VALUES ('delete-all')")
     done, last = 0, 0
     while True:
-        chunk = list(Delivery.objects.filter(pk__gt=last).order_by("pk").only("pk", "subject", "body_text")[:batch])
+        fields = ("pk", "workspace_id", "channel_type", "communication_id", "created_at", "subject", "body_text")
+        chunk = list(Delivery.objects.filter(pk__gt=last).order_by("pk").only(*fields)[:batch])
         if not chunk:
             return done
-        _write([(d.pk, _document(d.subject, d.body_text)) for d in chunk])
+        _write([(d.pk, document(d)) for d in chunk])
         done += len(chunk)
         last = chunk[-1].pk
 
@@ -150,9 +193,9 @@ def _write(rows: list[tuple[int, set[str]]]) -> None:
             )
 
 
-def sqlite_row(pk: int, subject: str, body_text: str) -> tuple[int, str]:
+def sqlite_row(delivery: Any) -> tuple[int, str]:
     """The parameters of one SQLite index row, for bulk loaders (the benchmark) that bypass the ORM."""
-    return pk, " ".join(sorted(_document(subject, body_text)))
+    return delivery.pk, " ".join(sorted(document(delivery)))
 
 
 # -- search ----------------------------------------------------------------------------------------------
@@ -265,22 +308,32 @@ def archive_page(f: dict[str, Any]) -> list[Delivery]:
 
 def _indexed_ids(f: dict[str, Any], terms: set[str]) -> list[int]:
     vendor = connection.vendor
-    where, params = ["d.workspace_id = %s"], [f["workspace"].pk]
+    ws = f["workspace"]
+    where, params = ["d.workspace_id = %s"], [ws.pk]
+    required = {f"0ws{ws.pk}", *terms}
     if f["communication_key"] is not None:
-        comm = Communication.objects.filter(workspace=f["workspace"], key=f["communication_key"]).values_list(
-            "pk", flat=True
-        ).first()
+        comm = Communication.objects.filter(workspace=ws, key=f["communication_key"]).values_list("pk", flat=True)
+        comm = comm.first()
         if comm is None:
             return []
         where.append("d.communication_id = %s")
         params.append(comm)
-    for column, key in (("channel_type", "channel"), ("status", "status")):
+        required.add(f"0cm{comm}")
+    if f["channel"] is not None:
+        where.append("d.channel_type = %s")
+        params.append(f["channel"])
+        required.add(_channel_token(f["channel"]))
+    if f["status"] is not None:
+        where.append("d.status = %s")
+        params.append(f["status"])
+    period: list[str] | None = None
+    if f["since"] is not None or f["until"] is not None:
+        period = _period(f)
+        if period == []:
+            return []
+    for key, op in (("since", ">="), ("until", "<")):
         if f[key] is not None:
-            where.append(f"d.{column} = %s")
-            params.append(f[key])
-    for column, key, op in (("created_at", "since", ">="), ("created_at", "until", "<")):
-        if f[key] is not None:
-            where.append(f"d.{column} {op} %s")
+            where.append(f"d.created_at {op} %s")
             params.append(connection.ops.adapt_datetimefield_value(f[key]))
     # The ORM's own icontains, so that the rows kept are exactly the rows it keeps.
     cast = connection.ops.lookup_cast("icontains")
@@ -288,19 +341,26 @@ def _indexed_ids(f: dict[str, Any], terms: set[str]) -> list[int]:
     pattern = f"%{connection.ops.prep_for_like_query(f['q'])}%"
     where.append(f"({cast % 'd.subject'} {like % '%s'} OR {cast % 'd.body_text'} {like % '%s'})")
     params += [pattern, pattern]
-    ordered = sorted(terms)
+    ordered = sorted(required)
+    # Tokens are letters and digits only (grams: ``_RUN``; facts: ids, channel types), so quoting them
+    # needs no escaping.
     if vendor == "postgresql":
         key = "i.delivery_id"
+        expr = " & ".join(f"'{t}'" for t in ordered)
+        if period:
+            expr += " & (" + " | ".join(f"'{t}'" for t in period) + ")"
         match = "i.tokens @@ %s::tsquery"
-        match_params: list[Any] = [" & ".join(f"'{t}'" for t in ordered)]
         source = f"{TABLE} AS i JOIN messaging_delivery AS d ON d.id = i.delivery_id"
     else:
         key = "i.rowid"
+        expr = " AND ".join(f'"{t}"' for t in ordered)
+        if period:
+            expr += " AND (" + " OR ".join(f'"{t}"' for t in period) + ")"
         match = f"{TABLE} MATCH %s"
-        match_params = [" ".join(f'"{t}"' for t in ordered)]
         # CROSS JOIN: SQLite keeps the index as the outer loop and walks it newest first, so a page stops
         # after ``limit`` hits instead of sorting every match.
         source = f"{TABLE} AS i CROSS JOIN messaging_delivery AS d ON d.id = i.rowid"
+    match_params: list[Any] = [expr]
     bound = []
     if f["before_id"] is not None:
         bound, match_params = [f"{key} < %s"], [*match_params, f["before_id"]]
@@ -311,3 +371,14 @@ def _indexed_ids(f: dict[str, Any], terms: set[str]) -> list[int]:
     with connection.cursor() as cursor:
         cursor.execute(sql, [*match_params, *params, f["limit"]])
         return [row[0] for row in cursor.fetchall()]
+
+
+def _period(f: dict[str, Any]) -> list[str] | None:
+    """The month tokens of ``[since, until)``, an open end closed by the workspace's first or last message
+    (one step down its ``(workspace, created_at)`` index); [] when no message can be in it."""
+    rows = Delivery.objects.filter(workspace=f["workspace"]).values_list("created_at", flat=True)
+    lo = f["since"] if f["since"] is not None else rows.order_by("created_at").first()
+    hi = f["until"] - dt.timedelta(microseconds=1) if f["until"] is not None else rows.order_by("-created_at").first()
+    if lo is None or hi is None or lo > hi:
+        return []
+    return _period_tokens(lo, hi)

@@ -22,10 +22,10 @@ def create(apps, schema_editor):
         raise RuntimeError(f"the archive index supports SQLite and PostgreSQL, not {vendor}")
     for sql in POSTGRES if vendor == "postgresql" else SQLITE:
         schema_editor.execute(sql)
-    from tsunagu.messaging.archive import TABLE, grams
+    from tsunagu.messaging.archive import TABLE, document
 
     Delivery = apps.get_model("messaging", "Delivery")
-    rows = [(d.pk, sorted(grams(f"{d.subject}\n{d.body_text}"))) for d in Delivery.objects.only("subject", "body_text")]
+    rows = [(d.pk, sorted(document(d))) for d in Delivery.objects.iterator()]
     with schema_editor.connection.cursor() as cursor:
         if vendor == "postgresql":
             cursor.executemany(
