@@ -233,8 +233,8 @@ def archive_filters(
             raise ValidationError(f"{name} must be a date and time with a time zone", field=name)
     if since is not None and until is not None and since > until:
         raise ValidationError("since must not be after until", field="since")
-    for name, value in (("customer_id", customer_id), ("before_id", before_id)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+    for name, number in (("customer_id", customer_id), ("before_id", before_id)):
+        if number is not None and (isinstance(number, bool) or not isinstance(number, int) or number < 1):
             raise ValidationError(f"{name} must be a positive integer", field=name)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
         raise ValidationError(f"limit must be between 1 and {MAX_LIMIT}", field="limit")
@@ -312,8 +312,8 @@ def _indexed_ids(f: dict[str, Any], terms: set[str]) -> list[int]:
     where, params = ["d.workspace_id = %s"], [ws.pk]
     required = {f"0ws{ws.pk}", *terms}
     if f["communication_key"] is not None:
-        comm = Communication.objects.filter(workspace=ws, key=f["communication_key"]).values_list("pk", flat=True)
-        comm = comm.first()
+        comms = Communication.objects.filter(workspace=ws, key=f["communication_key"]).values_list("pk", flat=True)
+        comm = comms.first()
         if comm is None:
             return []
         where.append("d.communication_id = %s")
