@@ -86,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, default=ROOT / "docs" / "performance.md")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--keep", action="store_true", help="keep the data directory (printed)")
+    p.add_argument("--reuse", type=Path, help="measure again on a data directory kept by --keep (no load)")
     return p
 
 
@@ -217,6 +218,26 @@ class _Row:
     created_at: dt.datetime
     subject: str
     body_text: str
+
+
+def _save(path: Path, ctx: dict[str, Any], args: argparse.Namespace) -> None:
+    import json
+
+    out = {k: v for k, v in ctx.items() if k not in ("workspace", "start", "now")}
+    out.update(workspace=ctx["workspace"].pk, start=ctx["start"].isoformat(), now=ctx["now"].isoformat(),
+               messages=args.messages, customers=args.customers)
+    path.write_text(json.dumps(out))
+
+
+def _restore(path: Path) -> dict[str, Any]:
+    import json
+
+    from tsunagu.core.models import Workspace
+
+    ctx: dict[str, Any] = json.loads(path.read_text())
+    ctx["workspace"] = Workspace.objects.get(pk=ctx["workspace"])
+    ctx["start"], ctx["now"] = dt.datetime.fromisoformat(ctx["start"]), dt.datetime.fromisoformat(ctx["now"])
+    return ctx
 
 
 def _has_dbstat(conn: sqlite3.Connection) -> bool:
@@ -359,12 +380,18 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.quick:
         args.messages, args.runs = min(args.messages, 100_000), min(args.runs, 15)
-    data_dir = Path(tempfile.mkdtemp(prefix="tsunagu-bench-archive-"))
+    data_dir = args.reuse or Path(tempfile.mkdtemp(prefix="tsunagu-bench-archive-"))
     try:
         print(f"archive search: {args.messages:,} messages, {args.customers:,} customers, load {load_avg():.2f}",
               flush=True)
         _setup(data_dir)
-        ctx = _fill(args, data_dir / "tsunagu.sqlite3")
+        saved = data_dir / "bench-archive.json"
+        if args.reuse:
+            ctx = _restore(saved)
+            args.messages, args.customers = ctx["messages"], ctx["customers"]
+        else:
+            ctx = _fill(args, data_dir / "tsunagu.sqlite3")
+            _save(saved, ctx, args)
         print(f"  loaded in {ctx['load_seconds']:.0f} s (index {ctx['index_seconds']:.0f} s, optimize "
               f"{ctx['optimize_seconds']:.0f} s), database {ctx['db_bytes'] / 1e6:,.0f} MB", flush=True)
         results = measure(args, ctx)
@@ -377,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(text)
     finally:
-        if args.keep:
+        if args.keep or args.reuse:
             print(f"  data dir kept: {data_dir}")
         else:
             shutil.rmtree(data_dir, ignore_errors=True)
