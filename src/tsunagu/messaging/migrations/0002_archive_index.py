@@ -25,14 +25,28 @@ def create(apps, schema_editor):
     from tsunagu.messaging.archive import TABLE, document
 
     Delivery = apps.get_model("messaging", "Delivery")
-    rows = [(d.pk, sorted(document(d))) for d in Delivery.objects.iterator()]
+    fields = ("id", "workspace_id", "channel_type", "communication_id", "created_at", "subject", "body_text")
+    rows = Delivery.objects.only(*fields).order_by("id").iterator(chunk_size=2000)
     with schema_editor.connection.cursor() as cursor:
-        if vendor == "postgresql":
-            cursor.executemany(
-                f"INSERT INTO {TABLE} (delivery_id, tokens) VALUES (%s, array_to_tsvector(%s::text[]))", rows
-            )
-        else:
-            cursor.executemany(f"INSERT INTO {TABLE}(rowid, tokens) VALUES (%s, %s)", [(pk, " ".join(g)) for pk, g in rows])
+
+        def flush(batch):
+            if vendor == "postgresql":
+                cursor.executemany(
+                    f"INSERT INTO {TABLE} (delivery_id, tokens) VALUES (%s, array_to_tsvector(%s::text[]))", batch
+                )
+            else:
+                cursor.executemany(
+                    f"INSERT INTO {TABLE}(rowid, tokens) VALUES (%s, %s)", [(pk, " ".join(g)) for pk, g in batch]
+                )
+
+        batch = []
+        for d in rows:
+            batch.append((d.pk, sorted(document(d))))
+            if len(batch) >= 2000:
+                flush(batch)
+                batch = []
+        if batch:
+            flush(batch)
 
 
 def drop(apps, schema_editor):

@@ -99,3 +99,29 @@ def test_blank_query_is_no_text_filter(workspace: Any) -> None:
     d = make_delivery(workspace=workspace, subject="hello", created_at=clock.now())
     assert _ids(archive_search(workspace=workspace, q="   ")) == [d.pk]
     assert _ids(archive_search(workspace=workspace, q=" hello ")) == [d.pk]
+
+
+def test_the_migration_indexes_deliveries_that_exist_already(workspace: Any) -> None:
+    """Migration 0002's forward step on a database with deliveries (its table already there: only the
+    statements that create it are skipped)."""
+    import importlib
+
+    from django.apps import apps
+    from django.db import connection
+
+    migration = importlib.import_module("tsunagu.messaging.migrations.0002_archive_index")
+    before = [make_delivery(workspace=workspace, subject=f"配送 {i}", index=False) for i in range(3)]
+    assert archive_search(workspace=workspace, q="配送") == []
+
+    class Editor:
+        def __init__(self) -> None:
+            self.connection = connection
+            self.executed: list[str] = []
+
+        def execute(self, sql: str) -> None:
+            self.executed.append(sql)
+
+    editor = Editor()
+    migration.create(apps, editor)
+    assert editor.executed and all("messaging_archive_index" in sql for sql in editor.executed)
+    assert _ids(archive_search(workspace=workspace, q="配送")) == [d.pk for d in reversed(before)]
