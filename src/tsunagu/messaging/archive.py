@@ -89,12 +89,12 @@ def grams(text: str) -> set[str]:
 
 
 # Facts of a delivery that never change, as tokens beside its grams, so the index itself narrows a search
-# to a workspace, a channel, a communication or a period (the ``created_at`` month, in UTC). Grams are at
-# most three characters, these at least four, so the two never meet.
+# to a workspace, a channel, a communication or a period (the ``created_at`` year, month and day, in UTC).
+# Grams are at most three characters, these at least four, so the two never meet.
 def _fact_tokens(*, workspace_id: int, channel_type: str, communication_id: int, created_at: dt.datetime) -> set[str]:
     at = created_at.astimezone(dt.UTC)
     return {f"0ws{workspace_id}", _channel_token(channel_type), f"0cm{communication_id}", f"0yr{at.year}",
-            f"0mo{at.year}{at.month:02d}"}
+            f"0mo{at.year}{at.month:02d}", f"0dy{at.year}{at.month:02d}{at.day:02d}"}
 
 
 def _channel_token(channel_type: str) -> str:
@@ -110,23 +110,27 @@ def document(delivery: Any) -> set[str]:
 
 
 def _period_tokens(lo: dt.datetime, hi: dt.datetime) -> list[str] | None:
-    """Tokens of the UTC months from ``lo`` to ``hi`` (inclusive), whole years as one token; None when the
-    period is too long for it to narrow anything."""
-    lo, hi = lo.astimezone(dt.UTC), hi.astimezone(dt.UTC)
-    months = (hi.year - lo.year) * 12 + hi.month - lo.month + 1
-    if months <= 0:
+    """Tokens covering the UTC days from ``lo`` to ``hi`` (inclusive): whole years and whole months as one
+    token each, the days at the ends one by one (at most ~90 tokens); None when the period is too long for
+    it to narrow anything."""
+    d, last = lo.astimezone(dt.UTC).date(), hi.astimezone(dt.UTC).date()
+    if last < d:
         return []
-    if months > 36:
+    if (last - d).days > 3 * 366:
         return None
     out: list[str] = []
-    y, m = lo.year, lo.month
-    while (y, m) <= (hi.year, hi.month):
-        if m == 1 and (y, 12) <= (hi.year, hi.month):
-            out.append(f"0yr{y}")
-            y += 1
+    while d <= last:
+        if d.month == 1 and d.day == 1 and dt.date(d.year, 12, 31) <= last:
+            out.append(f"0yr{d.year}")
+            d = dt.date(d.year + 1, 1, 1)
             continue
-        out.append(f"0mo{y}{m:02d}")
-        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+        following = dt.date(d.year + (d.month == 12), d.month % 12 + 1, 1)
+        if d.day == 1 and following - dt.timedelta(days=1) <= last:
+            out.append(f"0mo{d.year}{d.month:02d}")
+            d = following
+            continue
+        out.append(f"0dy{d.year}{d.month:02d}{d.day:02d}")
+        d += dt.timedelta(days=1)
     return out
 
 
