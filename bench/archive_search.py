@@ -386,9 +386,12 @@ def render(args: argparse.Namespace, ctx: dict[str, Any], results: list[dict[str
         "`archive_search` (rows loaded as `Delivery` objects, 50 per page). Load average beside each figure: "
         "the machine was shared with other engineers' test suites.",
         "",
-        f"Setup (not timed against a target): bulk load {ctx['load_seconds']:.0f} s, of which computing and "
-        f"inserting the index rows {ctx['index_seconds']:.0f} s; FTS5 `optimize` {ctx['optimize_seconds']:.0f} s. "
-        f"Database {ctx['db_bytes'] / 1e6:,.0f} MB"
+        (f"Setup (not timed against a target): bulk load {ctx['load_seconds']:.0f} s (when the database was "
+         f"made); the index then rebuilt with the current grams (`--reindex`) in {ctx['index_seconds']:.0f} s. "
+         if ctx.get("reindexed") else
+         f"Setup (not timed against a target): bulk load {ctx['load_seconds']:.0f} s, of which computing and "
+         f"inserting the index rows {ctx['index_seconds']:.0f} s; FTS5 `optimize` {ctx['optimize_seconds']:.0f} s. ")
+        + f"Database {ctx['db_bytes'] / 1e6:,.0f} MB"
         + (f", of which the index {ctx['index_bytes'] / 1e6:,.0f} MB." if ctx["index_bytes"] else "."),
         "",
         "| query | median ms | p99 ms | rows | load | target |",
@@ -405,8 +408,9 @@ def render(args: argparse.Namespace, ctx: dict[str, Any], results: list[dict[str
 
 EXPLAIN = [
     "How to read these numbers. A text query reads, newest first, the index's lists of the deliveries that",
-    "hold each of its grams and the workspace's token (and the channel's, the communication's, the months'",
-    "when those filters are given), and keeps the deliveries in all of them whose subject or text the",
+    "hold each of its grams and the workspace's token (and the channel's, the communication's, the period's",
+    "days, months and years' when those filters are given), and keeps the deliveries in all of them whose",
+    "subject or text the",
     "backend's own `icontains` SQL matches; a page stops at 50 hits. The cost is the candidates read until",
     "50 match, not the size of the archive: a common word fills its page from the newest messages, a rare",
     "one has a short list, and a filter held by the index (channel, communication, period) narrows the lists",
@@ -417,7 +421,9 @@ EXPLAIN = [
     "contain, and reads the whole table for a rare one (the order number) — the case the index exists for.",
     "Queries the index cannot serve (one character; two Latin letters or digits) scan like that baseline.",
     "PostgreSQL is not measured here (the loader writes SQLite directly); the same searches are proved to",
-    "return the ORM's rows on PostgreSQL by the test suite.",
+    "return the ORM's rows on PostgreSQL by the test suite. The loaded deliveries carry no `raw` bytes",
+    "(the .eml): searches never read `raw` (it is deferred), but the rows are smaller than real email rows,",
+    "which makes the scan baselines faster than on a real archive.",
 ]
 
 
@@ -435,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
             ctx = _restore(saved)
             args.messages, args.customers = ctx["messages"], ctx["customers"]
             if args.reindex:
-                ctx["index_seconds"] = _reindex(data_dir / "tsunagu.sqlite3")
+                ctx["index_seconds"], ctx["reindexed"] = _reindex(data_dir / "tsunagu.sqlite3"), True
                 _save(saved, ctx, args)
         else:
             ctx = _fill(args, data_dir / "tsunagu.sqlite3")
