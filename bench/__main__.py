@@ -266,7 +266,17 @@ def one_repetition(args: argparse.Namespace, rep: int) -> dict[str, Any]:
     return out
 
 
+# Other benchmarks: ``python -m bench NAME [ARGS]`` runs ``SUITES[NAME].main(ARGS)``; each writes its own
+# section of docs/performance.md (``report.write_section``), kept when this one rewrites the file.
+SUITES = {"archive": "bench.archive_search"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in SUITES:
+        import importlib
+
+        return int(importlib.import_module(SUITES[argv[0]]).main(argv[1:]))
     args = _parser().parse_args(argv)
     if args.quick:
         args.events, args.repeat, args.sustained = min(args.events, 50_000), 1, 0

@@ -246,7 +246,41 @@ def render(*, args: argparse.Namespace, reps: list[dict[str, Any]], summary: dic
     return "\n".join(out)
 
 
+def _section_marks(name: str) -> tuple[str, str]:
+    return f"<!-- section:{name}:start (written by its own benchmark) -->", f"<!-- section:{name}:end -->"
+
+
+def _kept_sections(text: str) -> str:
+    """The other benchmarks' sections (``write_section``) of the file, in order, markers included."""
+    out = []
+    while "<!-- section:" in text:
+        head, rest = text.split("<!-- section:", 1)
+        name = rest.split(":", 1)[0]
+        end = _section_marks(name)[1]
+        if end not in rest:
+            break
+        body, text = rest.split(end, 1)
+        out.append(f"<!-- section:{body}{end}")
+    return "\n\n".join(out)
+
+
 def write(path: Path, *, args: argparse.Namespace, reps: list[dict[str, Any]], summary: dict[str, Any]) -> None:
     analysis = _kept_analysis(path)
+    kept = _kept_sections(path.read_text()) if path.exists() else ""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(args=args, reps=reps, summary=summary, analysis=analysis))
+    text = render(args=args, reps=reps, summary=summary, analysis=analysis)
+    path.write_text(text + (f"\n{kept}\n" if kept else ""))
+
+
+def write_section(path: Path, name: str, body: str) -> None:
+    """Replace (or append) another benchmark's section of ``path``, between its own markers; the rest of
+    the file (the ingestion numbers, the analysis, other sections) is kept."""
+    start, end = _section_marks(name)
+    block = f"{start}\n{body.strip()}\n{end}"
+    text = path.read_text() if path.exists() else "# Performance\n"
+    if start in text and end in text:
+        text = text.split(start, 1)[0] + block + text.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
