@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import prefetch_related_objects
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect
 from django.utils import timezone
@@ -47,7 +48,7 @@ from tsunagu.messaging.selectors import (
     communication_version,
     customer_messages,
     delivery_get,
-    message_search,
+    message_page,
     send_deliveries,
     send_get,
 )
@@ -371,22 +372,26 @@ def archive(request: HttpRequest, workspace: Any) -> HttpResponse:
     cursor = get.get("cursor") or None
     if not errors:
         try:
-            qs = message_search(
-                workspace=workspace,
-                q=filters["q"].replace("\x00", "") or None,
-                channel=filters["channel"] or None,
-                status=filters["status"] or None,
-                communication=filters["communication"] or None,
-                customer=customer,
-                since=_start_of(since_day) if since_day else None,
+            search = {
+                "workspace": workspace,
+                "q": filters["q"].replace("\x00", "") or None,
+                "channel": filters["channel"] or None,
+                "status": filters["status"] or None,
+                "communication": filters["communication"] or None,
+                "customer": customer,
+                "since": _start_of(since_day) if since_day else None,
                 # "until" is a day the operator includes: everything before the next midnight.
-                until=_start_of(until_day + dt.timedelta(days=1)) if until_day else None,
-            ).select_related("customer")
+                "until": _start_of(until_day + dt.timedelta(days=1)) if until_day else None,
+                "limit": MESSAGES_PER_PAGE,
+            }
             try:
-                rows, next_cursor = page_by_id_desc(qs, limit=MESSAGES_PER_PAGE, cursor=cursor)
-            except TsunaguError:  # a damaged cursor: the first page
-                cursor = None
-                rows, next_cursor = page_by_id_desc(qs, limit=MESSAGES_PER_PAGE, cursor=None)
+                rows, next_cursor = message_page(**search, cursor=cursor)
+            except TsunaguError as exc:
+                if exc.field != "cursor":
+                    raise
+                cursor = None  # a damaged cursor: the first page
+                rows, next_cursor = message_page(**search, cursor=None)
+            prefetch_related_objects(rows, "customer", "communication", "version")
         except TsunaguError as exc:
             errors[exc.field or "q"] = exc.message
     query = urlencode([(k, v) for k, v in filters.items() if v] + ([("customer", customer.pk)] if customer else []))

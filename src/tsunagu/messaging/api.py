@@ -6,9 +6,11 @@ Thin: the services check roles and input; every endpoint is scoped to the token'
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
 from typing import Any
 
-from django.http import HttpRequest
+from django.db.models import prefetch_related_objects
+from django.http import FileResponse, HttpRequest, HttpResponse
 from ninja import Field, Query, Router, Schema, Status
 
 from tsunagu.core.errors import NotFound, ValidationError
@@ -16,6 +18,7 @@ from tsunagu.core.pagination import page_by_id_desc
 from tsunagu.customers.models import Customer
 from tsunagu.customers.normalize import normalize_email, normalize_id, normalize_phone
 from tsunagu.customers.selectors import customer_find_by_identity, customer_get
+from tsunagu.messaging.archive_export import archive_eml, archive_export_jsonl
 from tsunagu.messaging.channels import channel_class
 from tsunagu.messaging.context import customer_locale
 from tsunagu.messaging.links import public_base
@@ -51,7 +54,7 @@ from tsunagu.messaging.selectors import (
     customer_inbox,
     customer_sample,
     delivery_get,
-    message_search,
+    message_page,
     send_deliveries,
     send_get,
     send_status,
@@ -373,7 +376,7 @@ class MessageFilters(Schema):
 
 
 def _message_page(request: HttpRequest, filters: MessageFilters, customer: Customer | None) -> dict[str, Any]:
-    rows = message_search(
+    rows, next_cursor = message_page(
         workspace=_ws(request),
         q=filters.q,
         channel=filters.channel,
@@ -382,9 +385,11 @@ def _message_page(request: HttpRequest, filters: MessageFilters, customer: Custo
         customer=customer,
         since=filters.since,
         until=filters.until,
-    ).prefetch_related("events")
-    items, next_cursor = page_by_id_desc(rows, limit=filters.limit, cursor=filters.cursor)
-    return {"items": [message_out(d) for d in items], "next": next_cursor}
+        limit=filters.limit,
+        cursor=filters.cursor,
+    )
+    prefetch_related_objects(rows, "events", "communication", "version")
+    return {"items": [message_out(d) for d in rows], "next": next_cursor}
 
 
 def _customer_or_404(request: HttpRequest, customer_id: int) -> Customer:
@@ -402,6 +407,41 @@ def list_messages(request: HttpRequest, filters: Query[MessageFilters]) -> dict[
 @router.get("/customers/{customer_id}/messages", response=MessagePage, summary="A customer's archived messages")
 def list_customer_messages(request: HttpRequest, customer_id: int, filters: Query[MessageFilters]) -> dict[str, Any]:
     return _message_page(request, filters, _customer_or_404(request, customer_id))
+
+
+@router.get("/messages/export", summary="The archive as JSON Lines (the same filters as the search)")
+def export_messages(request: HttpRequest, filters: Query[MessageFilters]) -> FileResponse:
+    """Every message the filters find, newest first, one JSON object a line with its events; streamed from
+    a spooled file so that a large export holds little memory."""
+    spool = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115 - FileResponse closes it
+    try:
+        archive_export_jsonl(
+            workspace=_ws(request),
+            out=spool,  # type: ignore[arg-type]  # a binary file, as BinaryIO means
+            q=filters.q,
+            channel=filters.channel,
+            status=filters.status,
+            communication_key=filters.communication,
+            since=filters.since,
+            until=filters.until,
+        )
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    response = FileResponse(spool, content_type="application/x-ndjson; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="messages.jsonl"'
+    return response
+
+
+@router.get("/messages/{email_id}/eml", summary="An archived email exactly as sent (.eml)")
+def get_eml(request: HttpRequest, email_id: int) -> HttpResponse:
+    d = delivery_get(workspace=_ws(request), delivery_id=email_id)
+    if d is None:
+        raise NotFound(f"message {email_id} not found", field="email_id")
+    response = HttpResponse(archive_eml(delivery=d), content_type="message/rfc822")
+    response["Content-Disposition"] = f'attachment; filename="message-{d.pk}.eml"'
+    return response
 
 
 @router.get("/messages/{message_id}", summary="One archived message")

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 
 from django.conf import settings
 
-from tsunagu.core.worker import worker_task
+from tsunagu.core.worker import RECURRING, worker_task
+from tsunagu.messaging import archive_export  # noqa: F401 - registers the messaging.retention job handler
 from tsunagu.messaging.delivery import Runner
 from tsunagu.messaging.inbound import bounce_mailboxes_poll
 from tsunagu.messaging.timeline import delivery_events_publish
+
+# The archive's retention (``archive_export.archive_retention_apply`` per workspace), once an hour.
+RECURRING["messaging.retention"] = dt.timedelta(hours=1)
 
 _runners: dict[str, Runner] = {}
 _lock = threading.Lock()

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 
+from tsunagu.core.errors import ValidationError
 from tsunagu.core.models import Workspace
 from tsunagu.customers.models import Customer
 from tsunagu.customers.selectors import customer_recent
@@ -130,7 +131,7 @@ def delivery_by_key(*, key: str) -> Delivery | None:
 MESSAGE_STATUSES = ("queued", "sending", "sent", "delivered", "failed", "bounced")
 
 
-def message_search(
+def message_page(
     *,
     workspace: Workspace,
     q: str | None = None,
@@ -140,38 +141,28 @@ def message_search(
     customer: Customer | None = None,
     since: Any = None,
     until: Any = None,
-) -> QuerySet[Delivery]:
-    """The archive, filtered, newest first. Input rules (the field named in the error) live here."""
-    from tsunagu.core.errors import ValidationError
-    from tsunagu.messaging.channels import TYPES
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[Delivery], str | None]:
+    """One page of the archive, newest first, through its full-text index (``messaging.archive``), and the
+    cursor of the next page (``None`` at the end). Bad filters raise ``ValidationError`` naming the field."""
+    from tsunagu.core.pagination import check_limit, decode_cursor, encode_cursor
+    from tsunagu.messaging.archive import archive_search
 
-    rows = Delivery.objects.filter(workspace=workspace)
-    if q is not None and q.strip():
-        if "\x00" in q:
-            raise ValidationError("must not contain the NUL character (U+0000)", field="q")
-        if len(q) > 200:
-            raise ValidationError("is longer than 200 characters", field="q")
-        term = q.strip()
-        rows = rows.filter(Q(subject__icontains=term) | Q(body_text__icontains=term) | Q(address__icontains=term))
-    if channel:
-        if channel not in TYPES:
-            raise ValidationError(f"must be one of {', '.join(TYPES)}", field="channel")
-        rows = rows.filter(channel_type=channel)
-    if status:
-        if status not in MESSAGE_STATUSES:
-            raise ValidationError(f"must be one of {', '.join(MESSAGE_STATUSES)}", field="status")
-        rows = rows.filter(status=status)
-    if communication:
-        rows = rows.filter(communication__key=communication[:100])
-    if customer is not None:
-        rows = rows.filter(customer_id__in=_customer_ids(customer))
-    if since is not None and until is not None and since > until:
-        raise ValidationError("must not be after until", field="since")
-    if since is not None:
-        rows = rows.filter(created_at__gte=since)
-    if until is not None:
-        rows = rows.filter(created_at__lt=until)
-    return rows.select_related("communication", "version").order_by("-id")
+    check_limit(limit)
+    before_id = None
+    if cursor:
+        (before_id,) = decode_cursor(cursor, 1)
+        if not isinstance(before_id, int) or isinstance(before_id, bool) or before_id < 1:
+            raise ValidationError("cursor is not valid", field="cursor")
+    rows = archive_search(
+        workspace=workspace, q=q, customer_id=customer.pk if customer is not None else None, channel=channel,
+        status=status, communication_key=communication, since=since, until=until, limit=limit + 1,
+        before_id=before_id,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, encode_cursor([rows[-1].pk]) if more and rows else None
 
 
 def send_status(send: Send) -> str:
