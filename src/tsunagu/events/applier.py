@@ -101,9 +101,10 @@ class LeaseLost(TsunaguError):
 @contextmanager
 def _gc_paused() -> Iterator[None]:
     """No cyclic garbage collection while a chunk is applied. A chunk allocates hundreds of thousands of
-    small objects (decoded events, rows, profiles), which triggered a full collection — a walk over every
-    live object — several times per chunk: ~25% of the applier's CPU in bench.inprocess. Reference counting
-    still frees nearly all of it at once; what is cyclic waits for the next collection, after the chunk."""
+    small objects (decoded events, rows, profiles), and each collection they trigger walks the young ones:
+    ~25% of the applier's CPU with chunks alternating GC on and off (docs/performance.md). Reference
+    counting still frees nearly all of it at once; what is cyclic waits for the next collection, after the
+    chunk. Process-wide: in ``tsunagu up`` the web threads' cycles wait for the end of the chunk too."""
     enabled = gc.isenabled()
     gc.disable()
     try:
