@@ -1,5 +1,5 @@
 """CPU per event of the pipeline's phases, in one process and one thread, without HTTP:
-``python -m bench.inprocess [--events N] [--batch 500] [--chunk 5000] [--profile]``.
+``python -m bench.inprocess [--events N] [--batch 500] [--chunk 5000] [--prefill N] [--profile]``.
 
 Same traffic as the HTTP benchmark (``bench.payloads``) on a fresh SQLite database in a temporary data
 directory. The append side times, per batch: JSON parse, validation (``parse_event``), encoding for the log
@@ -7,11 +7,14 @@ directory. The append side times, per batch: JSON parse, validation (``parse_eve
 then times the applier's phases on the log it filled, per chunk: read + decode + ``prepare``, dedup,
 profile load/resolve/flush and the event insert (``apply_prepared``, cProfile'd with ``--profile``), and the
 commit. The first half of the log warms the database (creates the profiles); the second half is measured.
+``--prefill N`` then stores N more events (and their dedup keys) by SQL before the measured half, to see
+how the applier behaves on a large event table (the dedup structure and the timeline index grow with it).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import os
 import pstats
@@ -25,6 +28,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--chunk", type=int, default=5000)
+    parser.add_argument("--prefill", type=int, default=0)
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
 
@@ -54,7 +58,7 @@ def _run(args: argparse.Namespace) -> None:
     from tsunagu.core import clock
     from tsunagu.core.permissions import System
     from tsunagu.core.services import workspace_create
-    from tsunagu.events import apply, codec, services
+    from tsunagu.events import applier, apply, codec, services
     from tsunagu.events.log import get_log
     from tsunagu.events.validation import parse_event
 
@@ -102,15 +106,25 @@ def _run(args: argparse.Namespace) -> None:
     half = len(chunks) // 2
     profiler = cProfile.Profile() if args.profile else None
     a = {"read+decode+prepare": 0.0, "dedup+resolve+insert": 0.0, "commit": 0.0}
+    stages = _stage_timers()
+    # What events_apply_chunk wraps a chunk in, where this version of the applier has it.
+    pause = getattr(applier, "_gc_paused", contextlib.nullcontext)
     measured = 0
+    cpu = 0.0
     for i, chunk in enumerate(chunks):
+        if i == half:
+            if args.prefill:
+                _prefill(workspace.pk, source.pk, args.prefill)
+            for key in stages:
+                stages[key] = 0.0
+        p0 = time.process_time()
         c0 = time.perf_counter()
         prepared = []
         for record in chunk:
             source.workspace = workspace
             prepared.extend(apply.prepare(source, codec.decode(record.body), record.received_at))
         c1 = time.perf_counter()
-        with transaction.atomic():
+        with pause(), transaction.atomic():
             if profiler and i >= half:
                 profiler.enable()
             apply.apply_prepared(workspace, prepared)
@@ -119,6 +133,7 @@ def _run(args: argparse.Namespace) -> None:
             c2 = time.perf_counter()
         c3 = time.perf_counter()
         if i >= half:
+            cpu += time.process_time() - p0
             measured += len(prepared)
             a["read+decode+prepare"] += c1 - c0
             a["dedup+resolve+insert"] += c2 - c1
@@ -128,8 +143,84 @@ def _run(args: argparse.Namespace) -> None:
           f"{measured / total:,.0f} events/s (one thread)")
     for name, value in a.items():
         print(f"  {name:<22}{_us(value, measured)} per event")
+    print(f"  of which CPU time of this process, by stage (total {_us(cpu, measured)} per event):")
+    for name, value in stages.items():
+        print(f"    {name:<20}{_us(value, measured)} per event")
     if profiler:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
+
+
+def _stage_timers() -> dict[str, float]:
+    """Wrap the applier's stages (whichever this version of the code has) with timers of CPU time (this
+    process's: steadier than wall time on a machine shared with other work)."""
+    import functools
+
+    from tsunagu.customers import services as customers
+    from tsunagu.events import apply
+
+    totals: dict[str, float] = {}
+
+    def timed(owner: object, attr: str, name: str) -> None:
+        fn = getattr(owner, attr, None)
+        if fn is None:
+            return
+        totals[name] = 0.0
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+            t0 = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                totals[name] += time.process_time() - t0
+
+        setattr(owner, attr, wrapper)
+
+    from tsunagu.events import codec
+
+    timed(codec, "decode", "log: decode")
+    timed(apply, "prepare", "prepare")
+    timed(apply, "dedup_admit", "dedup")
+    timed(apply, "_known_message_ids", "dedup")
+    timed(customers.ProfileBatch, "load", "profiles: load")
+    timed(customers.ProfileBatch, "resolve", "profiles: resolve")
+    timed(customers.ProfileBatch, "flush", "profiles: flush")
+    timed(apply, "_insert_events", "events: insert")
+    return totals
+
+
+def _prefill(workspace_id: int, source_id: int, n: int) -> None:
+    """Store ``n`` events with random UUID messageIds (and, where the dedup table exists, their keys) by
+    SQL, spread over the existing profiles — not timed."""
+    from django.db import connection, transaction
+
+    t0 = time.perf_counter()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT min(id), max(id) FROM customers_customer")
+        low, high = cursor.fetchone()
+        tables = connection.introspection.table_names(cursor)
+        step = 100_000
+        for start in range(0, n, step):
+            count = min(step, n - start)
+            cursor.execute(
+                "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < %s) "
+                "INSERT INTO events_event (workspace_id, source_id, message_id, type, event, name, user_id, "
+                "anonymous_id, group_id, previous_id, customer_id, channel, timestamp, original_timestamp, "
+                "sent_at, received_at, properties, traits, context) "
+                "SELECT %s, %s, lower(hex(randomblob(16))), 'track', 'Prefilled', '', '', '', '', '', "
+                "%s + abs(random()) %% (%s - %s + 1), 'web', datetime('now', '-' || (i %% 86400) || ' seconds'), "
+                "NULL, NULL, datetime('now'), '{}', '{}', '{}' FROM seq",
+                [count, workspace_id, source_id, low, high, low],
+            )
+            if "events_dedupkey" in tables:
+                cursor.execute(
+                    "INSERT OR IGNORE INTO events_dedupkey (digest, workspace_id, checksum, seen) "
+                    "SELECT random(), %s, random(), unixepoch() FROM "
+                    "(WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < %s) "
+                    "SELECT i FROM seq)",
+                    [workspace_id, count],
+                )
+    print(f"prefilled {n:,} events in {time.perf_counter() - t0:.1f} s")
 
 
 if __name__ == "__main__":

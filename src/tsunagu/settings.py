@@ -245,7 +245,11 @@ TSUNAGU_INGEST_RETRY_AFTER = int(os.environ.get("TSUNAGU_INGEST_RETRY_AFTER", 5)
 TSUNAGU_INGEST_BACKLOG_TTL = float(os.environ.get("TSUNAGU_INGEST_BACKLOG_TTL", 0.5))
 # Events per applier transaction, and how long a worker's claim on a workspace lasts without renewal.
 TSUNAGU_APPLY_CHUNK = int(os.environ.get("TSUNAGU_APPLY_CHUNK", 5000))
+# While behind, chunks double up to this many events (see events.applier._next_limit).
+TSUNAGU_APPLY_CHUNK_MAX = int(os.environ.get("TSUNAGU_APPLY_CHUNK_MAX", 20000))
 TSUNAGU_APPLIER_LEASE = float(os.environ.get("TSUNAGU_APPLIER_LEASE", 15))
+# Dedup by messageId looks back this many days of receive time (0: for ever); see docs/ingestion.md.
+TSUNAGU_DEDUP_WINDOW_DAYS = float(os.environ.get("TSUNAGU_DEDUP_WINDOW_DAYS", 7))
 
 # prometheus-client's multiprocess mode: every web and worker process of this data directory writes its
 # counters here, and /metrics adds them up. Set (not defaulted) before prometheus_client is first imported

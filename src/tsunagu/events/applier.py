@@ -15,12 +15,15 @@ share the workspaces between them.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 import os
 import random
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -32,6 +35,7 @@ from tsunagu.core.errors import TsunaguError
 from tsunagu.core.models import Workspace
 from tsunagu.events import codec, metrics
 from tsunagu.events.apply import Prepared, apply_prepared, prepare
+from tsunagu.events.dedup import dedup_trim
 from tsunagu.events.log import get_log
 from tsunagu.events.models import ApplierState, Source
 from tsunagu.events.reactions import Applied, dispatch
@@ -71,11 +75,43 @@ class ChunkOutcome:
     records: int = 0
     stored: int = 0
     duplicates: int = 0
+    events: int = 0  # events read from the log (stored, duplicates and those of deleted sources)
+    limit: int = 0  # the most events the chunk could take
+
+
+def _next_limit(limit: int, chunk: ChunkOutcome) -> int:
+    """Bigger transactions while behind: a chunk that came back full doubles the next one, up to
+    ``TSUNAGU_APPLY_CHUNK_MAX``; one that did not (the applier caught up) goes back to
+    ``TSUNAGU_APPLY_CHUNK``. The commit and the per-chunk queries are a fixed cost per transaction, so
+    a long backlog is applied faster in big ones, while a caught-up applier keeps small ones."""
+    base = int(settings.TSUNAGU_APPLY_CHUNK)
+    top = max(base, int(getattr(settings, "TSUNAGU_APPLY_CHUNK_MAX", base)))
+    # "Full": more than half the limit (a log record holds up to a batch of events, so a chunk that had
+    # more pending can stop short of the limit by one record).
+    if chunk.events * 2 > limit:
+        return min(top, limit * 2)
+    return base
 
 
 class LeaseLost(TsunaguError):
     http_status = 409
     exit_code = 1
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a chunk is applied. A chunk allocates hundreds of thousands of
+    small objects (decoded events, rows, profiles), and each collection they trigger walks the young ones:
+    ~25% of the applier's CPU with chunks alternating GC on and off (docs/performance.md). Reference
+    counting still frees nearly all of it at once; what is cyclic waits for the next collection, after the
+    chunk. Process-wide: in ``tsunagu up`` the web threads' cycles wait for the end of the chunk too."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def events_apply_chunk(*, workspace_id: int, owner: str, max_events: int | None = None) -> ChunkOutcome:
@@ -84,6 +120,11 @@ def events_apply_chunk(*, workspace_id: int, owner: str, max_events: int | None 
 
     Raises ``LeaseLost`` (nothing applied) when ``owner`` no longer holds the lease; any other error
     (a reaction's, the database's) rolls the whole chunk back and propagates — the records stay pending."""
+    with _gc_paused():
+        return _apply_chunk(workspace_id=workspace_id, owner=owner, max_events=max_events)
+
+
+def _apply_chunk(*, workspace_id: int, owner: str, max_events: int | None) -> ChunkOutcome:
     limit = max_events or int(settings.TSUNAGU_APPLY_CHUNK)
     ingest_log = get_log()
     outcome = ChunkOutcome()
@@ -109,6 +150,12 @@ def events_apply_chunk(*, workspace_id: int, owner: str, max_events: int | None 
             source.workspace = workspace
             prepared.extend(prepare(source, codec.decode(record.body), record.received_at))
         result = apply_prepared(workspace, prepared)
+        # Keys no record still pending can repeat: bounded, so the table keeps about one window of keys.
+        dedup_trim(
+            workspace_id=workspace_id,
+            oldest_pending=min(r.received_at for r in records),
+            limit=2 * len(prepared) + 1000,
+        )
         dispatch(Applied(workspace, result.events, result.customer_ids, result.merges))
         ingest_log.consumed(workspace_id=workspace_id, ids=[r.id for r in records])
         now = clock.now()
@@ -120,7 +167,7 @@ def events_apply_chunk(*, workspace_id: int, owner: str, max_events: int | None 
             last_applied_at=now,
             last_error="",
         )
-        outcome = ChunkOutcome(len(records), result.stored, result.duplicates)
+        outcome = ChunkOutcome(len(records), result.stored, result.duplicates, sum(r.count for r in records), limit)
     position = records[-1].id
     # After commit only (at once outside a transaction): the position must be durable before the rows go.
     transaction.on_commit(lambda: ingest_log.trim(workspace_id=workspace_id, position=position))
@@ -146,11 +193,14 @@ def events_apply_pending(
             raise LeaseLost(f"workspace {workspace_id} is being applied by another worker")
         time.sleep(0.05)
     total = ChunkOutcome()
+    limit = max_events or int(settings.TSUNAGU_APPLY_CHUNK)
     try:
         while True:
-            chunk = events_apply_chunk(workspace_id=workspace_id, owner=owner, max_events=max_events)
+            chunk = events_apply_chunk(workspace_id=workspace_id, owner=owner, max_events=limit)
             if not chunk.records:
                 return total
+            if max_events is None:
+                limit = _next_limit(limit, chunk)
             total.records += chunk.records
             total.stored += chunk.stored
             total.duplicates += chunk.duplicates
@@ -174,6 +224,7 @@ class Applier:
         self.idle_sleep = idle_sleep
         self.slice_seconds = slice_seconds
         self._retry_at: dict[int, tuple[float, float]] = {}  # workspace -> (monotonic time, backoff)
+        self._limit: dict[int, int] = {}  # workspace -> events in its next chunk (``_next_limit``)
 
     def run_once(self) -> int:
         """One pass over the workspaces with pending records; returns the records applied."""
@@ -204,10 +255,12 @@ class Applier:
     def _apply_slice(self, workspace_id: int) -> int:
         deadline = time.monotonic() + self.slice_seconds
         done = 0
+        limit = self._limit.get(workspace_id, int(settings.TSUNAGU_APPLY_CHUNK))
         while time.monotonic() < deadline:
-            chunk = events_apply_chunk(workspace_id=workspace_id, owner=self.owner)
+            chunk = events_apply_chunk(workspace_id=workspace_id, owner=self.owner, max_events=limit)
             if not chunk.records:
                 break
+            limit = self._limit[workspace_id] = _next_limit(limit, chunk)
             done += chunk.records
         return done
 

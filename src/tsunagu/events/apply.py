@@ -1,5 +1,6 @@
-"""The database half of ingestion, run by the applier inside its transaction: dedup by messageId, identity
-resolution and merges (``customers.services.ProfileBatch``), the event store and the timeline.
+"""The database half of ingestion, run by the applier inside its transaction: dedup by messageId over the
+look-back window (``tsunagu.events.dedup``), identity resolution and merges (``customers.services.
+ProfileBatch``), the event store and the timeline.
 
 Raw SQL for the event rows: the ORM's bulk_create spent more time building model instances and adapting
 their fields than SQLite spent storing them (docs/performance.md).
@@ -16,6 +17,7 @@ from django.db import connection
 from tsunagu.core.dburl import datetime_param, json_param, json_placeholder
 from tsunagu.core.models import Workspace
 from tsunagu.customers.services import ProfileBatch, Touch, merge_note_events
+from tsunagu.events.dedup import dedup_admit
 from tsunagu.events.identities import identity_keys
 from tsunagu.events.models import Event, Source
 from tsunagu.events.timing import event_channel, event_timestamp
@@ -131,8 +133,7 @@ def prepare(source: Source, events: list[ParsedEvent], received_at: dt.datetime)
 
 
 def _insert_events(rows: list[tuple[Any, ...]], vendor: str) -> None:
-    """One parameterised INSERT run with executemany. ON CONFLICT DO NOTHING: the dedup check below already
-    removed known messageIds; the unique constraint stays the last word."""
+    """One parameterised INSERT run with executemany (dedup already removed the duplicates)."""
     if not rows:
         return
     quote = connection.ops.quote_name
@@ -140,25 +141,10 @@ def _insert_events(rows: list[tuple[Any, ...]], vendor: str) -> None:
     placeholders = ", ".join(json_ph if c in _EVENT_JSON_COLUMNS else "%s" for c in _EVENT_COLUMNS)
     sql = (
         f"INSERT INTO {quote(Event._meta.db_table)} ({', '.join(quote(c) for c in _EVENT_COLUMNS)}) "  # noqa: S608
-        f"VALUES ({placeholders}) ON CONFLICT DO NOTHING"
+        f"VALUES ({placeholders})"
     )
     with connection.cursor() as cursor:
         cursor.executemany(sql, rows)
-
-
-def _known_message_ids(workspace_id: int, wanted: list[str]) -> set[str]:
-    existing: set[str] = set()
-    table = connection.ops.quote_name(Event._meta.db_table)
-    with connection.cursor() as cursor:
-        for start in range(0, len(wanted), 900):
-            chunk = wanted[start : start + 900]
-            cursor.execute(
-                f"SELECT message_id FROM {table} WHERE workspace_id = %s "  # noqa: S608
-                f"AND message_id IN ({', '.join(['%s'] * len(chunk))})",
-                [workspace_id, *chunk],
-            )
-            existing.update(row[0] for row in cursor.fetchall())
-    return existing
 
 
 def apply_prepared(workspace: Workspace, events: list[Prepared]) -> ApplyResult:
@@ -170,14 +156,13 @@ def apply_prepared(workspace: Workspace, events: list[Prepared]) -> ApplyResult:
         # identities of the workspace (an import, a test) until commit.
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_INGEST_LOCK_CLASS, workspace.pk])
-    existing = _known_message_ids(workspace.pk, list({e.event.message_id for e in events}))
-    fresh: list[Prepared] = []
-    for item in events:
-        if item.event.message_id in existing:
-            result.duplicates += 1
-            continue
-        existing.add(item.event.message_id)
-        fresh.append(item)
+    admitted = dedup_admit(
+        workspace_id=workspace.pk,
+        message_ids=[e.event.message_id for e in events],
+        received_at=[e.received_at for e in events],
+    )
+    fresh = [item for item, ok in zip(events, admitted, strict=True) if ok]
+    result.duplicates = len(events) - len(fresh)
 
     profiles = ProfileBatch(workspace=workspace)
     all_keys: set[tuple[str, str]] = set()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import models
 
 from tsunagu.core import clock
@@ -38,9 +40,10 @@ class Source(models.Model):
 class Event(models.Model):
     """One Segment-spec event, as received, with the timestamp normalised and the customer it resolved to."""
 
-    # No index of their own on workspace and customer: event_message_unique starts with workspace and
+    # No index of their own on workspace and customer: event_received_idx starts with workspace and
     # event_timeline_idx with customer, and every index is paid on each insert (the customer one at a random
-    # page of the B-tree: ~4 KB more written to the WAL per event).
+    # page of the B-tree: ~4 KB more written to the WAL per event). No unique index on messageId either:
+    # dedup has a structure of its own over a look-back window (``DedupKey``, ``tsunagu.events.dedup``).
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+", db_index=False)
     source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="+")
     message_id = models.CharField(max_length=100)
@@ -64,11 +67,38 @@ class Event(models.Model):
     context = models.JSONField(default=dict, blank=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["workspace", "message_id"], name="event_message_unique")]
         indexes = [
             models.Index(fields=["customer", "-timestamp", "-id"], name="event_timeline_idx"),
             models.Index(fields=["workspace", "received_at"], name="event_received_idx"),
         ]
+
+
+class Int64KeyField(models.BigIntegerField):
+    """A signed 64-bit primary key that SQLite stores as the rowid (its type must be spelled ``integer``
+    for that; ``bigint`` would add a second B-tree), ``bigint`` elsewhere."""
+
+    def db_type(self, connection: Any) -> str | None:
+        if connection.vendor == "sqlite":
+            return "integer"
+        return super().db_type(connection)
+
+
+class DedupKey(models.Model):
+    """The messageIds applied within the dedup window (``tsunagu.events.dedup``), as a 16-byte hash of
+    (workspace, messageId): its first 8 bytes are the key, the other 8 (``checksum``) tell a collision of
+    keys from a duplicate. ``seen`` is the receive time, in whole seconds since 1970, of the event that
+    holds the key: what the window is measured from. Small integer rows only, so that the table stays a
+    dense B-tree however many messageIds the window holds."""
+
+    digest = Int64KeyField(primary_key=True)
+    # Plain integers, not a foreign key: the table is the window's cache that the applier trims, and a
+    # foreign key would cost a lookup of the workspace on every insert.
+    workspace_id = models.BigIntegerField()
+    checksum = models.BigIntegerField()
+    seen = models.BigIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["workspace_id", "seen"], name="dedupkey_seen_idx")]
 
 
 class LogEntry(models.Model):
