@@ -80,10 +80,11 @@ MessageId = Annotated[str, Meta(max_length=MAX_MESSAGE_ID_LENGTH)] | None | Unse
 Kind = Literal["identify", "track", "page", "screen", "group", "alias"] | UnsetType
 
 
-class Event(msgspec.Struct, forbid_unknown_fields=True):
+class Event(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """One Segment event: the fields tsunagu reads typed, the objects and the fields the SDKs send that
     tsunagu ignores as raw JSON. An unknown field, or a type the validator would refuse, fails the
-    decode, and the request takes the ordinary path."""
+    decode, and the request takes the ordinary path. Not tracked by the garbage collector (``gc=False``):
+    it holds only strings, numbers and raw bytes, so it cannot be part of a cycle."""
 
     type: Kind = UNSET
     messageId: MessageId = UNSET  # noqa: N815 (Segment's field names)
@@ -111,7 +112,7 @@ class Event(msgspec.Struct, forbid_unknown_fields=True):
     request_ip: Raw = _NONE
 
 
-class Batch(msgspec.Struct, forbid_unknown_fields=True):
+class Batch(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     batch: list[Raw]
     sentAt: Text = UNSET  # noqa: N815
     context: Raw = _NONE
@@ -119,11 +120,11 @@ class Batch(msgspec.Struct, forbid_unknown_fields=True):
     integrations: Raw = _NONE
 
 
-class _ContextTraits(msgspec.Struct):
+class _ContextTraits(msgspec.Struct, gc=False):
     traits: Raw = _NONE
 
 
-class _WriteKey(msgspec.Struct):
+class _WriteKey(msgspec.Struct, gc=False):
     writeKey: Raw = _NONE  # noqa: N815
 
 
