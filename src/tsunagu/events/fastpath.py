@@ -10,18 +10,18 @@ client.
 The fast path decides nothing on its own. It answers only a request that the validator of
 ``tsunagu.events.validation`` would accept whole, and then with exactly the events that validator would
 produce; for anything else — an invalid event, an unknown field, a body orjson might read differently —
-it returns ``None`` and the request takes the ordinary path, which gives the same 400s, naming the same
+it raises ``Fallback`` and the request takes the ordinary path, which gives the same 400s, naming the same
 fields, as before. So the rules live in one place, and this module is only a faster way to reach the
 same answer (``test_fast_validation.py`` checks both on generated requests).
 
 What has to be true for that, beyond the checks of ``parse_event`` repeated below:
 
 - **the body is JSON as orjson reads it.** msgspec checks the syntax of what it skips, but not that its
-  strings are UTF-8 (checked once for the whole body) nor that its numbers are finite as doubles: orjson
-  refuses ``1e400`` and a 400-digit integer. Every ``Raw`` segment in which a number could be such —
-  one with an exponent (a digit followed by ``e``/``E``) or a run of 309 digits, the shortest that can
-  overflow — is parsed by orjson to be sure; in ordinary events that is only a user agent like
-  ``Mobile/15E148``.
+  strings are UTF-8 (checked on the skipped parts) nor that its numbers are finite as doubles: orjson
+  refuses ``1e400`` and a 400-digit integer. The skipped parts of an event in which a number could be
+  such — an exponent (a digit followed by ``e``/``E``) or a run of 309 digits, the shortest that can
+  overflow — are read by orjson to be sure; in ordinary events that is only a user agent like
+  ``Mobile/15E148``. (msgspec gives up on nesting sooner than orjson does, so depth cannot differ.)
 - **the values are orjson's.** The applier decodes the segments with orjson, so they come out as the
   ordinary path's orjson round trip would: equal. The scalar fields are msgspec's, and msgspec and orjson
   differ on integers past 64 bits (orjson makes them floats): those ids take the ordinary path.
