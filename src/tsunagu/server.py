@@ -16,6 +16,7 @@ groups them) — not Django's ASGI handler, which would run every sync view on o
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import json
 import os
@@ -169,14 +170,26 @@ def _environ(scope: dict[str, Any], body: bytes) -> dict[str, Any]:
 
 
 def load_application() -> Any:
-    """The served application: the tracking fast path and the full stack, behind ``BufferedWSGI``."""
+    """The served application: the tracking fast path and the full stack, behind ``BufferedWSGI``.
+
+    The URL configuration is imported here rather than by the first request (it builds the REST API's
+    schemas: ~0.5 s that the first requests of every worker used to wait for). Everything loaded by then
+    (Django, the URL patterns, the models: tens of thousands of objects) lives as long as the process, so it
+    is moved out of the garbage collector's reach (``gc.freeze``): otherwise every full collection, which a
+    busy ``/v1/batch`` triggers every few requests, walks all of it."""
+    from django.urls import get_resolver
+
     from tsunagu.wsgi import application
 
-    return BufferedWSGI(
+    get_resolver().url_patterns  # noqa: B018 (imports the URL configuration)
+    served = BufferedWSGI(
         with_tracking_fast_path(application),
         threads=_env_int("TSUNAGU_WEB_THREADS", DEFAULT_THREADS),
         body_timeout=_env_int("TSUNAGU_BODY_TIMEOUT", 30),
     )
+    gc.collect()
+    gc.freeze()
+    return served
 
 
 def _env_int(name: str, default: int) -> int:

@@ -111,15 +111,24 @@ def _check_backlog(workspace_id: int) -> None:
 
 
 def events_append(
-    *, source: Source, events: list[ParsedEvent], received_at: dt.datetime | None = None, check_backlog: bool = True
+    *,
+    source: Source,
+    events: list[ParsedEvent] | codec.Encoded,
+    received_at: dt.datetime | None = None,
+    check_backlog: bool = True,
 ) -> int:
     """Append validated events of one source to the ingest log; return the log record's id once it is
     durable (fsync'd on SQLite, committed on PostgreSQL). Nothing else is written: no profile is read.
+    ``events`` may come already encoded for the log (``codec.Encoded``, the tracking API's fast path).
 
     Raises ``Backlogged`` (nothing stored) when the workspace's backlog is past
     ``TSUNAGU_INGEST_MAX_PENDING``; bulk loaders that drain the applier themselves pass
     ``check_backlog=False``. Not for use inside a transaction on SQLite: the log is another database."""
-    if not events:
+    if isinstance(events, codec.Encoded):
+        count, body = events.count, events.body
+    else:
+        count, body = len(events), codec.encode(events)
+    if not count:
         return 0
     if check_backlog:
         _check_backlog(source.workspace_id)
@@ -127,8 +136,8 @@ def events_append(
         workspace_id=source.workspace_id,
         source_id=source.pk,
         received_at=received_at or clock.now(),
-        count=len(events),
-        body=codec.encode(events),
+        count=count,
+        body=body,
     )
 
 

@@ -21,7 +21,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from tsunagu.core import clock
-from tsunagu.events import metrics
+from tsunagu.events import codec, fastpath, metrics
 from tsunagu.events.models import Source
 from tsunagu.events.selectors import source_by_write_key
 from tsunagu.events.services import Backlogged, events_append
@@ -185,17 +185,31 @@ def _method_guard(request: HttpRequest) -> HttpResponse | None:
     return None
 
 
-def _append(source: Source, events: list[ParsedEvent], endpoint: str) -> HttpResponse | None:
+def _append(source: Source, events: list[ParsedEvent] | codec.Encoded, endpoint: str) -> HttpResponse | None:
     """Append durably; None when done, else the 429 to answer (nothing of the request was stored)."""
+    count = events.count if isinstance(events, codec.Encoded) else len(events)
     try:
         events_append(source=source, events=events, received_at=clock.now())
     except Backlogged as exc:
-        metrics.rejected("backlogged", len(events))
+        metrics.rejected("backlogged", count)
         response = _error(429, exc.message)
         response["Retry-After"] = str(exc.retry_after)
         return response
-    metrics.received(endpoint, len(events))
+    metrics.received(endpoint, count)
     return None
+
+
+def _fast(request: HttpRequest, encode: Callable[[], tuple[codec.Encoded, Any]], endpoint: str) -> HttpResponse | None:
+    """A request whose every event is valid, through ``tsunagu.events.fastpath``; None when the fast path
+    cannot answer it, and the ordinary path below must (it gives every error, and decides it alone)."""
+    try:
+        encoded, write_key = encode()
+        source = _source(request, {} if write_key is None else {"writeKey": write_key})
+    except (fastpath.Fallback, _Reject):
+        return None
+    if (busy := _append(source, encoded, endpoint)) is not None:
+        return busy
+    return _json(200, {"success": True})
 
 
 def _single(request: HttpRequest, type_: str) -> HttpResponse:
@@ -203,6 +217,12 @@ def _single(request: HttpRequest, type_: str) -> HttpResponse:
         return bad
     try:
         raw = _read_body(request, settings.TSUNAGU_MAX_EVENT_BYTES)
+    except _Reject as rej:
+        return _error(rej.status, rej.message, field=rej.field)
+    limit = settings.TSUNAGU_MAX_EVENT_BYTES
+    if (done := _fast(request, lambda: fastpath.encode_single(raw, type_=type_, max_bytes=limit), type_)) is not None:
+        return done
+    try:
         body = _parse_json(raw)
         source = _source(request, body)
     except _Reject as rej:
@@ -239,6 +259,15 @@ def _batch(request: HttpRequest, *, bare_array: bool) -> HttpResponse:
         return bad
     try:
         raw = _read_body(request, settings.TSUNAGU_MAX_BATCH_BYTES)
+    except _Reject as rej:
+        return _error(rej.status, rej.message, field=rej.field)
+    limit = settings.TSUNAGU_MAX_EVENT_BYTES
+    # /b's bare arrays (analytics.js batching) are rare enough to leave to the ordinary path.
+    if not bare_array:
+        done = _fast(request, lambda: fastpath.encode_batch(raw, max_bytes=limit), "batch")
+        if done is not None:
+            return done
+    try:
         body = _parse_json(raw, batch=bare_array)
         source = _source(request, body)
     except _Reject as rej:
