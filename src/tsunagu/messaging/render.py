@@ -13,6 +13,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from liquid import BoundTemplate, DictLoader, Environment
 from liquid.exceptions import LiquidError
 from liquid.extra import JSON
@@ -171,14 +172,30 @@ class Rendered:
     problems: list[str] = field(default_factory=list)
 
 
+@functools.lru_cache(maxsize=1024)
+def _finished_template(channel: str, frozen: bytes) -> dict[str, Any]:
+    variant = orjson.loads(frozen)
+    return {"channel": variant["channel"], "locale": variant.get("locale", ""), **channel_class(channel).finish(
+        {k: v for k, v in variant.items() if k not in ("channel", "locale")}
+    )}
+
+
+def finished_template(variant: dict[str, Any]) -> dict[str, Any]:
+    """For a channel whose ``finish`` runs on templates (email): the variant finished once, its fields
+    still Liquid templates. Raises ``ValueError`` (bad MJML…)."""
+    return _finished_template(str(variant["channel"]), orjson.dumps(variant, option=orjson.OPT_SORT_KEYS))
+
+
 def render_variant(variant: dict[str, Any], context: dict[str, Any]) -> Rendered:
     """Render and finish one variant. Raises ``ValueError`` with a message naming the variant when the
     result cannot be sent (a limit hit, invalid JSON after rendering)."""
     channel, locale = str(variant["channel"]), str(variant.get("locale", ""))
     cls = channel_class(channel)
     try:
-        fields = render_fields(variant, context)
-        content = cls.finish(fields)
+        if cls.finish_first:
+            content = render_fields(finished_template(variant), context)
+        else:
+            content = cls.finish(render_fields(variant, context))
     except (LiquidError, ValueError) as exc:
         raise ValueError(f"variant {channel}/{locale}: {str(exc).splitlines()[0]}") from exc
     subject, text = cls.summary(content)

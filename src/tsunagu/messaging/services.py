@@ -32,7 +32,7 @@ from tsunagu.messaging.models import (
     Suppression,
     Topic,
 )
-from tsunagu.messaging.render import check_variant, pick_variant, variant_channels
+from tsunagu.messaging.render import check_variant, finished_template, pick_variant, variant_channels
 from tsunagu.messaging.secrets import secrets_encrypt
 from tsunagu.messaging.selectors import channel_config, customer_sample, suppressed
 
@@ -194,8 +194,19 @@ def _clean_variants(variants: Any, *, workspace: Workspace) -> tuple[list[dict[s
             if problem.fatal:
                 raise ValidationError(str(problem), field=f"{where}.{problem.field}")
             warnings.append(str(problem))
+        if cls.finish_first:
+            try:
+                finished_template(item)  # bad MJML is refused now, not at the first send
+            except ValueError as exc:
+                message = f"variant {channel}/{locale}: {exc}"
+                raise ValidationError(message, field=f"{where}.{group_field(item)}") from None
         clean.append(item)
     return clean, warnings
+
+
+def group_field(variant: dict[str, Any]) -> str:
+    """The field a finishing error is most likely about: MJML when the variant has it, else HTML."""
+    return "mjml" if variant.get("mjml") else "html"
 
 
 def _clean_topic(topic: Any) -> str:

@@ -106,6 +106,10 @@ class ChannelBase:
     # The variant fields a communication may give for this channel, and those it must.
     variant_fields: ClassVar[tuple[str, ...]] = ()
     variant_required: ClassVar[tuple[tuple[str, ...], ...]] = ()  # each tuple: at least one of these
+    # ``finish`` may run on the templates, once a version, instead of on every rendered message: what it
+    # does (MJML compiling, CSS inlining, text from HTML) keeps Liquid's tags as they are. Email's is
+    # costly, and then a worker renders only Liquid per recipient.
+    finish_first: ClassVar[bool] = False
 
     def __init__(self, config: dict[str, Any], *, allow_private: bool = False) -> None:
         self.config = config  # secrets included, decrypted

@@ -411,6 +411,7 @@ class Channel(ChannelBase):
     ``send`` calls until ``close``."""
 
     type = "email"
+    finish_first = True
     secret_fields = ("password", "bounce_password", "bounce_webhook_secret")
     required_fields = ("host", "port", "security", "from_email")
     optional_fields = ("username", "password", "from_name", "reply_to", "timeout") + BOUNCE_FIELDS
