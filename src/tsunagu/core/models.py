@@ -19,9 +19,11 @@ class Workspace(models.Model):
     # Settings (``GET/PATCH /api/v1/workspace/settings``): the locale of messages when a customer's
     # ``locale`` trait names none; whether outbound webhooks may reach private addresses; how long the
     # message archive keeps a message (0: for ever).
-    default_locale = models.CharField(max_length=16, default="ja")
-    allow_private_webhooks = models.BooleanField(default=False)
-    message_retention_days = models.PositiveIntegerField(default=0)
+    # db_default too: rows written by code that predates these columns (a migration's historical model)
+    # get the same values from the database.
+    default_locale = models.CharField(max_length=16, default="ja", db_default="ja")
+    allow_private_webhooks = models.BooleanField(default=False, db_default=False)
+    message_retention_days = models.PositiveIntegerField(default=0, db_default=0)
     created_at = models.DateTimeField(default=clock.now)
 
     def __str__(self) -> str:

@@ -13,16 +13,16 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='workspace',
             name='allow_private_webhooks',
-            field=models.BooleanField(default=False),
+            field=models.BooleanField(default=False, db_default=False),
         ),
         migrations.AddField(
             model_name='workspace',
             name='default_locale',
-            field=models.CharField(default='ja', max_length=16),
+            field=models.CharField(default='ja', db_default='ja', max_length=16),
         ),
         migrations.AddField(
             model_name='workspace',
             name='message_retention_days',
-            field=models.PositiveIntegerField(default=0),
+            field=models.PositiveIntegerField(default=0, db_default=0),
         ),
     ]
