@@ -119,7 +119,7 @@ def delivery_render(delivery: Delivery) -> dict[str, Any]:
     if variant is None:
         raise ValueError(f"version {delivery.version.number} has no {delivery.channel_type} variant")
     base = public_base()
-    links = links_for(key=delivery.key, topic=delivery.topic, base_url=base)
+    links = _links(delivery)
     context = {
         "customer": customer_context(delivery.customer),
         "event": send.event or {},
