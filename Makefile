@@ -44,6 +44,8 @@ test-postgres: install-test
 
 bench: install-test
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench archive
+	$(BIN)/python -m bench email --write
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
