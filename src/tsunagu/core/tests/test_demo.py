@@ -39,7 +39,9 @@ def test_loads_once_and_second_call_only_reports(demo, tmp_path):
     assert demo["created"] is True
     assert demo["workspace"] == "demo" and demo["username"] == "demo"
     assert demo["password"] == DEFAULT_PASSWORD
-    assert demo["events"] == Event.objects.count() == 300
+    # The simulated touchpoints' 300 events, and the demo messages' outcomes on the timelines beside them.
+    assert Event.objects.exclude(source__name="tsunagu messaging").count() == 300
+    assert demo["events"] == Event.objects.count() > 300
     assert "http://127.0.0.1:8000" in demo["message"] and DEFAULT_PASSWORD in demo["message"]
     workspace = workspace_get(slug="demo")
     assert workspace is not None and workspace.name == "つなぐマート"
@@ -49,8 +51,25 @@ def test_loads_once_and_second_call_only_reports(demo, tmp_path):
     assert again["created"] is False
     assert "already" in again["message"] and "demo" in again["message"]
     assert again["api_token"] == demo["api_token"]
-    assert Event.objects.count() == 300
-    assert Source.objects.filter(workspace=workspace).count() == 6
+    assert Event.objects.count() == demo["events"]
+    assert Source.objects.filter(workspace=workspace).count() == 7  # six touchpoints and messaging's own
+
+
+def test_the_demo_has_communications_and_weeks_of_archived_messages(demo):
+    from tsunagu.messaging.models import Channel, Communication, Delivery
+
+    workspace = workspace_get(slug="demo")
+    assert set(Communication.objects.filter(workspace=workspace).values_list("key", flat=True)) == {
+        "order-shipped", "cart-reminder", "point-expiry", "refund-done"}
+    deliveries = Delivery.objects.filter(workspace=workspace)
+    assert deliveries.count() == 400
+    statuses = set(deliveries.values_list("status", flat=True))
+    assert {"sent", "delivered", "failed"} <= statuses and "queued" not in statuses
+    assert deliveries.filter(opened_at__isnull=False).exists()
+    assert {c.type for c in Channel.objects.filter(workspace=workspace, enabled=True)} == {"in_app"}
+    spread = deliveries.order_by("created_at").values_list("created_at", flat=True)
+    assert (spread.last() - spread.first()).days >= 14
+    assert Event.objects.filter(workspace=workspace, event="Message Sent").exists()
 
 
 def test_login_owner_membership_and_api_token(demo, tmp_path):
@@ -74,13 +93,17 @@ def test_password_from_environment(settings, tmp_path, monkeypatch):
 
 
 def test_every_demo_channel_has_a_source_and_events(demo):
-    sources = Source.objects.filter(workspace__slug="demo")
+    # Messaging's own source (back office) carries the demo messages' outcomes, on their channels' timelines.
+    sources = Source.objects.filter(workspace__slug="demo").exclude(name="tsunagu messaging")
+    touchpoints = Event.objects.exclude(source__name="tsunagu messaging")
     assert set(sources.values_list("channel", flat=True)) == DEMO_CHANNELS
-    assert set(Event.objects.values_list("channel", flat=True)) == DEMO_CHANNELS
+    assert set(touchpoints.values_list("channel", flat=True)) == DEMO_CHANNELS
     assert set(Channel.values) >= DEMO_CHANNELS
     # each event came in through its channel's source
-    for event in Event.objects.select_related("source"):
+    for event in touchpoints.select_related("source"):
         assert event.channel == event.source.channel
+    messaging = Event.objects.filter(source__name="tsunagu messaging")
+    assert set(messaging.values_list("channel", flat=True)) <= {"email", "sms", "line", "app"}
 
 
 def test_names_with_furigana(demo):
