@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from tsunagu.console.tests.test_browser import CHROMIUM, CHROMIUM_ARGS, _unavailable, screenshot
+from tsunagu.console.tests.test_browser import screenshot
+from tsunagu.testing.browser import CHROMIUM, launched, unavailable
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
 
@@ -71,7 +72,7 @@ def shop(tmp_path_factory: Any) -> Any:
     from tsunagu.testing.live import LiveServer
 
     if not Path(CHROMIUM).exists():
-        _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
+        unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
     server = LiveServer(data_dir=tmp_path_factory.mktemp("messaging-live"))
     try:
         write_key, token, _slug = server.provision(name="Shop", slug="shop")
@@ -103,16 +104,8 @@ def shop(tmp_path_factory: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def browser(shop: Any) -> Any:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright is not installed")
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with launched() as browser:
+        yield browser
 
 
 class Session:

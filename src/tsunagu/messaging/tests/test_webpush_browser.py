@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -22,12 +21,11 @@ from typing import Any
 import pytest
 
 from tsunagu.messaging.channels.webpush import vapid_keys_generate
+from tsunagu.testing.browser import launched
 from tsunagu.testing.standins.push import PushService
 
 pytestmark = [pytest.mark.browser]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-sync"]
 STATIC = Path(__file__).resolve().parents[1] / "static" / "messaging"
 
 PAGE = """<!doctype html><meta charset="utf-8"><title>shop</title>
@@ -55,11 +53,6 @@ PushManager.prototype.subscribe = async function (options) {
 localStorage.setItem("ajs_anonymous_id", JSON.stringify("anon-42"));
 """
 
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("TSUNAGU_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"TSUNAGU_REQUIRE_BROWSER=1 but {reason}")
-    pytest.skip(reason)
 
 
 class _Site:
@@ -115,18 +108,8 @@ class _Site:
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright is not installed")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launched() as browser:
+        yield browser
 
 
 def _poll(check: Any, *, timeout: float = 15.0) -> Any:
