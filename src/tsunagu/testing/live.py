@@ -4,6 +4,7 @@ the browser, crash tests. The server runs in its own process with its own data d
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -48,6 +49,7 @@ class LiveServer:
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     migrated: bool = False
+    spawned: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -111,13 +113,16 @@ class LiveServer:
         """Start another ``tsunagu`` process on this server's database (a second web, a worker), in a
         process group of its own so that it can be killed alone; the caller stops it."""
         log = (self.data_dir / f"spawned-{'-'.join(args)}.log").open("ab")
-        return subprocess.Popen(
+        process = subprocess.Popen(
             [sys.executable, "-m", "tsunagu.cli", *args],
             env={**self.env, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        # Killed by ``stop`` if the test did not stop it itself (a failed assertion on the way).
+        self.spawned.append(process)
+        return process
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -165,10 +170,16 @@ class LiveServer:
         return self.log_path.read_text(errors="replace")[-5000:] if self.log_path and self.log_path.exists() else ""
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
         import signal
 
+        for process in self.spawned:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        self.spawned.clear()
+        if self.process is None or self.process.poll() is not None:
+            return
         os.killpg(self.process.pid, signal.SIGTERM)
         try:
             self.process.wait(timeout=15)
