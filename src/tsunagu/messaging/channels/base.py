@@ -10,6 +10,7 @@ step of the engine, and each provider testable against a loopback stand-in on it
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -90,7 +91,7 @@ class CustomerEvent:
     at: Any = None  # datetime
 
 
-class ChannelBase:
+class ChannelBase(abc.ABC):
     """Subclass per provider. Class attributes describe it; an instance is configured for one channel row
     and may keep connections open across ``send`` calls until ``close``."""
 
@@ -145,18 +146,21 @@ class ChannelBase:
             content.get("text") or content.get("body") or ""
         )
 
+    @abc.abstractmethod
     def send(self, message: Message) -> Outcome:
         """Hand the message to the provider. Raise ``DeliveryError`` when it is not taken."""
-        raise NotImplementedError
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a default: most channels keep no connection open
         """Release connections kept across sends."""
 
-    # Inbound webhooks: override for channels with ``webhooks``.
+    # Inbound webhooks: channels with ``webhooks`` override both. A channel without any refuses every
+    # request as unsigned, so nothing unverified is ever parsed.
     def verify(self, *, webhook: str, request: InboundRequest) -> None:
         """Raise ``tsunagu.core.errors.AuthenticationError`` unless the request is signed by the provider."""
-        raise NotImplementedError
+        from tsunagu.core.errors import AuthenticationError
+
+        raise AuthenticationError(f"a {self.type} channel receives no webhooks", field="webhook")
 
     def parse(self, *, webhook: str, request: InboundRequest) -> list[StatusReport | CustomerEvent]:
         """What a verified webhook reports. Raise ``ValidationError`` for a body that cannot be read."""
-        raise NotImplementedError
+        return []

@@ -69,6 +69,8 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    # The machine's real time, not core.clock: OpenSSL checks the validity against the real clock, and a
+    # test that moves tsunagu's clock must not make the certificate look expired.
     now = dt.datetime.now(tz=dt.UTC)
     cert = (
         x509.CertificateBuilder()
