@@ -9,6 +9,13 @@ from django.db import models
 
 from tsunagu.core import clock
 
+# Marketing waits out the night unless a workspace says otherwise (the brief's default).
+DEFAULT_QUIET_HOURS = {"marketing": {"start": "21:00", "end": "08:00"}}
+
+
+def default_quiet_hours() -> dict[str, dict[str, str]]:
+    return {topic: dict(window) for topic, window in DEFAULT_QUIET_HOURS.items()}
+
 
 class Workspace(models.Model):
     """One company or brand. Every other row in tsunagu belongs to exactly one workspace."""
@@ -24,6 +31,11 @@ class Workspace(models.Model):
     default_locale = models.CharField(max_length=16, default="ja", db_default="ja")
     allow_private_webhooks = models.BooleanField(default=False, db_default=False)
     message_retention_days = models.PositiveIntegerField(default=0, db_default=0)
+    # Messaging's rules (``messaging.rules`` checks them): quiet hours per topic, frequency caps, and
+    # whether marketing waits out the public holidays of a country ("jp"; blank: not).
+    quiet_hours = models.JSONField(default=default_quiet_hours, db_default=DEFAULT_QUIET_HOURS)
+    frequency_caps = models.JSONField(default=list, db_default=[])
+    holidays = models.CharField(max_length=8, blank=True, default="", db_default="")
     created_at = models.DateTimeField(default=clock.now)
 
     def __str__(self) -> str:

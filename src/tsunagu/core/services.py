@@ -230,12 +230,30 @@ def audit_record(
 
 
 SETTINGS_FIELDS = ("default_locale", "timezone", "allow_private_webhooks", "message_retention_days")
+# Settings whose rules belong to a capability (messaging's quiet hours, caps, holidays): the capability
+# registers a check that returns the clean value or raises ``ValidationError`` (``setting_register``).
+SETTING_CHECKS: dict[str, Any] = {}
+
+
+def setting_register(name: str, check: Any, *, show: Any = None) -> None:
+    """Make the workspace column ``name`` a setting, checked by ``check(value) -> clean value`` and shown
+    as ``show(stored)`` (as stored, by default)."""
+    SETTING_CHECKS[name] = (check, show or (lambda v: v))
+
+
+def _settings_fields() -> tuple[str, ...]:
+    return SETTINGS_FIELDS + tuple(n for n in SETTING_CHECKS if n not in SETTINGS_FIELDS)
 _LOCALE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 
 def workspace_settings(workspace: Workspace) -> dict[str, Any]:
     """The workspace's settings as one object (what ``GET /api/v1/workspace/settings`` answers)."""
-    return {name: getattr(workspace, name) for name in SETTINGS_FIELDS}
+    shown = {name: show for name, (_check, show) in SETTING_CHECKS.items()}
+    return {name: shown.get(name, _as_is)(getattr(workspace, name)) for name in _settings_fields()}
+
+
+def _as_is(value: Any) -> Any:
+    return value
 
 
 def workspace_settings_update(*, workspace: Workspace, changes: dict[str, Any], actor: Any) -> dict[str, Any]:
@@ -247,9 +265,11 @@ def workspace_settings_update(*, workspace: Workspace, changes: dict[str, Any], 
     authorize(actor=actor, workspace=workspace, perm=Perm.SETTINGS)
     clean: dict[str, Any] = {}
     for name, value in changes.items():
-        if name not in SETTINGS_FIELDS:
-            raise ValidationError(f"unknown setting (known: {', '.join(SETTINGS_FIELDS)})", field=name)
-        if name == "default_locale":
+        if name not in _settings_fields():
+            raise ValidationError(f"unknown setting (known: {', '.join(_settings_fields())})", field=name)
+        if name in SETTING_CHECKS:
+            value = SETTING_CHECKS[name][0](value)
+        elif name == "default_locale":
             if not isinstance(value, str) or not _LOCALE.match(value) or len(value) > 16:
                 raise ValidationError("must be a language tag such as 'ja' or 'en'", field=name)
         elif name == "timezone":

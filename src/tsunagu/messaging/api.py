@@ -55,11 +55,13 @@ from tsunagu.messaging.selectors import (
     customer_sample,
     delivery_get,
     message_page,
+    send_attempts,
     send_deliveries,
     send_get,
     send_status,
 )
 from tsunagu.messaging.services import (
+    KEEP,
     channel_create,
     channel_delete,
     channel_update,
@@ -158,6 +160,7 @@ def _communication_out(comm: Communication, warnings: list[str] | None = None) -
         "topic": comm.topic,
         "version": comm.current_version,
         "variants": version.variants,
+        "policy": comm.policy,
         "warnings": warnings or [],
         "created_at": comm.created_at,
         "updated_at": comm.updated_at,
@@ -185,6 +188,7 @@ def create_communication(request: HttpRequest, payload: CommunicationIn) -> Stat
         topic=payload.topic,
         variants=payload.variants,
         actor=_actor(request),
+        policy=payload.policy,
     )
     return Status(201, _communication_out(comm, warnings))
 
@@ -198,7 +202,8 @@ def get_communication(request: HttpRequest, key: str) -> dict[str, Any]:
 def put_communication(request: HttpRequest, key: str, payload: CommunicationPut) -> dict[str, Any]:
     comm = _communication_or_404(request, key)
     _version, warnings = communication_update(
-        communication=comm, actor=_actor(request), variants=payload.variants, name=payload.name, topic=payload.topic
+        communication=comm, actor=_actor(request), variants=payload.variants, name=payload.name, topic=payload.topic,
+        policy=payload.policy if "policy" in payload.model_fields_set else KEEP,
     )
     return _communication_out(comm, warnings)
 
@@ -292,11 +297,12 @@ def create_send(request: HttpRequest, payload: SendIn) -> Status[Any]:
         customer=customer,
         actor=_actor(request),
         channel=payload.channel,
+        policy=payload.policy,
         data=payload.data,
         idempotency_key=payload.idempotency_key,
         base_url=public_base(request),
     )
-    return Status(201, {"id": send.pk, "status": send.status})
+    return Status(201, {"id": send.pk, "status": send_status(send), "due_at": send.due_at})
 
 
 def _events(delivery: Delivery) -> list[dict[str, Any]]:
@@ -318,7 +324,11 @@ def get_send(request: HttpRequest, send_id: int) -> dict[str, Any]:
         "version": send.version.number,
         "customer_id": send.customer_id,
         "channel": send.channel,
+        "policy": send.policy,
+        "due_at": send.due_at,
         "created_at": send.created_at,
+        "ended_at": send.ended_at,
+        "attempts": send_attempts(send),
         "deliveries": [
             {
                 "id": d.pk,

@@ -8,4 +8,9 @@ class MessagingConfig(AppConfig):
 
     def ready(self) -> None:
         # Job handlers and the applier reaction register themselves on import.
-        from tsunagu.messaging import handlers, reactions  # noqa: F401
+        from tsunagu.core.services import setting_register
+        from tsunagu.messaging import handlers, reactions, rules  # noqa: F401
+
+        setting_register("quiet_hours", rules.quiet_hours_clean)
+        setting_register("frequency_caps", rules.frequency_caps_clean)
+        setting_register("holidays", rules.holidays_clean, show=lambda v: v or None)

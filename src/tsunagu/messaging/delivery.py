@@ -37,7 +37,7 @@ from tsunagu.messaging.channels.base import ChannelBase, DeliveryError, Message
 from tsunagu.messaging.links import links_for, public_base
 from tsunagu.messaging.models import Delivery, DeliveryEvent, PushSubscription, Suppression
 from tsunagu.messaging.selectors import channel_config
-from tsunagu.messaging.sql import delivery_update, events_insert
+from tsunagu.messaging.sql import delivery_update, events_insert, send_wake
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,9 @@ def _links(delivery: Delivery) -> dict[str, str]:
     """The delivery's links, made once: rendering and sending both need them (signing is not free)."""
     cached = getattr(delivery, "_links", None)
     if cached is None:
-        cached = links_for(key=delivery.key, topic=delivery.topic, base_url=public_base())
+        cached = links_for(
+            key=delivery.key, topic=delivery.topic, base_url=public_base(), customer_id=delivery.customer_id
+        )
         delivery._links = cached  # type: ignore[attr-defined]
     return cached
 
@@ -195,12 +197,20 @@ def _event(delivery: Delivery, status: str, *, reason: str = "", at: dt.datetime
     )
 
 
+# What about a delivery its send's policy waits on: an ending, a delivery, a read (``messaging.failover``).
+_WAKES = frozenset({Delivery.Status.FAILED, Delivery.Status.BOUNCED, Delivery.Status.DELIVERED})
+_READS = frozenset({"opened_at", "clicked_at", "read_at"})
+
+
 def _set(delivery: Delivery, **changes: Any) -> None:
-    # A send's status is its latest delivery's (``selectors.send_status``): one row to write, not two.
-    changes["updated_at"] = clock.now()
+    # A send's status is its latest delivery's (``selectors.send_status``): one row to write, not two —
+    # the send itself is touched only when its policy has something to decide (not on the hot "sent").
+    now = changes["updated_at"] = clock.now()
     for name, value in changes.items():
         setattr(delivery, name, value)
     delivery_update(delivery.pk, changes)
+    if changes.get("status") in _WAKES or not _READS.isdisjoint(changes):
+        send_wake(delivery.send_id, now)
 
 
 class Runner:

@@ -11,8 +11,9 @@ from django.conf import settings
 from tsunagu.core.worker import RECURRING, worker_task
 from tsunagu.messaging import archive_export  # noqa: F401 - registers the messaging.retention job handler
 from tsunagu.messaging.delivery import Runner
+from tsunagu.messaging.failover import sends_run_due
 from tsunagu.messaging.inbound import bounce_mailboxes_poll
-from tsunagu.messaging.timeline import delivery_events_publish
+from tsunagu.messaging.timeline import delivery_events_publish, send_events_publish
 
 # The archive's retention (``archive_export.archive_retention_apply`` per workspace), once an hour.
 RECURRING["messaging.retention"] = dt.timedelta(hours=1)
@@ -29,6 +30,12 @@ def runner_for(worker_id: str) -> Runner:
         return runner
 
 
+@worker_task("messaging.sends")
+def advance_sends(worker_id: str) -> int:
+    # Before the deliveries: a step made here is sent in the same pass of the worker.
+    return sends_run_due(worker_id=worker_id, limit=200)
+
+
 @worker_task("messaging.deliveries")
 def run_deliveries(worker_id: str) -> int:
     runner = runner_for(worker_id)
@@ -40,7 +47,7 @@ def run_deliveries(worker_id: str) -> int:
 
 @worker_task("messaging.timeline")
 def publish_timeline(worker_id: str) -> int:
-    return delivery_events_publish(limit=500)
+    return delivery_events_publish(limit=500) + send_events_publish(limit=500)
 
 
 _last_poll = [0.0]

@@ -36,11 +36,28 @@ def unsubscribe_key(token: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def links_for(*, key: str, topic: str, base_url: str = "") -> dict[str, str]:
+_PREFERENCES_SALT = "tsunagu.messaging.preferences"
+
+
+def preferences_token(customer_id: int) -> str:
+    return signing.dumps(customer_id, salt=_PREFERENCES_SALT, compress=False)
+
+
+def preferences_customer(token: str) -> int | None:
+    """The customer id a preference-page token names, or None when it was not made by us."""
+    try:
+        value = signing.loads(token, salt=_PREFERENCES_SALT)
+    except signing.BadSignature:
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def links_for(*, key: str, topic: str, base_url: str = "", customer_id: int | None = None) -> dict[str, str]:
     """``unsubscribe_url`` and ``preferences_url`` for templates and headers. Transactional messages have
-    no unsubscribe link (a receipt is not a subscription) but templates may still print the variable."""
+    no unsubscribe link (a receipt is not a subscription) but templates may still print the variable; the
+    preference page (``/m/p/<token>``, one per customer) is linked from every message to a known customer,
+    else it falls back to the message's unsubscribe page."""
     base = (base_url or public_base()).rstrip("/")
-    if topic == "transactional":
-        return {"unsubscribe_url": "", "preferences_url": ""}
-    url = f"{base}/m/u/{unsubscribe_token(key)}"
-    return {"unsubscribe_url": url, "preferences_url": url}
+    unsubscribe = "" if topic == "transactional" else f"{base}/m/u/{unsubscribe_token(key)}"
+    preferences = f"{base}/m/p/{preferences_token(customer_id)}" if customer_id is not None else unsubscribe
+    return {"unsubscribe_url": unsubscribe, "preferences_url": preferences}

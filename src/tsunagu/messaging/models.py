@@ -70,6 +70,8 @@ class Communication(models.Model):
     name = models.CharField(max_length=200)
     topic = models.CharField(max_length=16, choices=Topic.choices, default=Topic.TRANSACTIONAL)
     current_version = models.PositiveIntegerField(default=1)
+    # The ordered channel policy (``messaging.policy``); null: the variants' channels in their order.
+    policy = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(default=clock.now)
     updated_at = models.DateTimeField(default=clock.now)
 
@@ -96,16 +98,76 @@ class CommunicationVersion(models.Model):
         constraints = [models.UniqueConstraint(fields=["communication", "number"], name="communication_version_unique")]
 
 
+class Broadcast(models.Model):
+    """One communication to a list of customers, expanded into sends a chunk at a time (``broadcasts``)."""
+
+    class Status(models.TextChoices):
+        SCHEDULED = "scheduled"
+        RUNNING = "running"
+        PAUSED = "paused"
+        CANCELLED = "cancelled"
+        DONE = "done"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="broadcasts")
+    communication = models.ForeignKey(Communication, on_delete=models.PROTECT, related_name="broadcasts")
+    name = models.CharField(max_length=200, blank=True)
+    policy = models.JSONField(null=True, blank=True)  # overrides the communication's, when given
+    data = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.SCHEDULED)
+    send_at = models.DateTimeField(default=clock.now)
+    total = models.PositiveIntegerField(default=0)  # recipients listed
+    cursor = models.PositiveIntegerField(default=0)  # recipients expanded into sends so far (by position)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    locked_by = models.CharField(max_length=100, blank=True)
+    actor = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=clock.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=clock.now)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["status", "send_at"], name="broadcast_due_idx"),
+            models.Index(fields=["workspace", "-created_at"], name="broadcast_recent_idx"),
+        ]
+
+
+class BroadcastRecipient(models.Model):
+    """One listed recipient, as given (a customer id or a user id); expanded in ``position`` order, so a
+    crashed expansion resumes at the broadcast's ``cursor`` and memory stays flat with the audience."""
+
+    broadcast = models.ForeignKey(Broadcast, on_delete=models.CASCADE, related_name="recipients")
+    position = models.PositiveIntegerField()
+    kind = models.CharField(max_length=16)  # customer_id | user_id | email | phone
+    ref = models.CharField(max_length=255)
+    data = models.JSONField(null=True, blank=True)  # the CSV row's other columns, for templates
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["broadcast", "position"], name="broadcast_recipient_unique")]
+
+
 class Send(models.Model):
-    """One request to reach one customer with one communication (the API's ``/sends``)."""
+    """One request to reach one customer with one communication (the API's ``/sends``), through the steps
+    of its channel policy: each step tried is an ``Attempt`` (skipped, or made as a ``Delivery``).
+
+    A send is also a row of work (``messaging.failover``): ``due_at`` is when the engine looks at it next —
+    a delayed send's window opening, a step's "delivered/read within T" running out, or now, when its
+    current delivery failed; null while it waits on nothing."""
 
     class Status(models.TextChoices):
         QUEUED = "queued"
+        SCHEDULED = "scheduled"  # delayed (quiet hours, holiday, or a broadcast's send_at)
         SENDING = "sending"
         SENT = "sent"
         DELIVERED = "delivered"
         FAILED = "failed"
         BOUNCED = "bounced"
+        SKIPPED = "skipped"  # every step unusable: nothing was sent
+        UNDELIVERABLE = "undeliverable"  # the policy ran out after at least one attempt was made
+        CANCELLED = "cancelled"
+
+    # The states in which the engine has nothing left to do.
+    ENDED = frozenset({Status.SKIPPED, Status.UNDELIVERABLE, Status.CANCELLED})
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="sends")
     communication = models.ForeignKey(Communication, on_delete=models.PROTECT, related_name="sends")
@@ -117,12 +179,25 @@ class Send(models.Model):
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     actor = models.CharField(max_length=200, blank=True)
+    # The policy in force for this send (the send's own, else its communication's, else the variants'
+    # channels in order), resolved when the send is recorded: later edits do not change a chain under way.
+    policy = models.JSONField(default=dict, blank=True)
+    step = models.PositiveIntegerField(default=0)  # the index of the step being tried
+    due_at = models.DateTimeField(null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    locked_by = models.CharField(max_length=100, blank=True)
+    broadcast = models.ForeignKey(Broadcast, on_delete=models.SET_NULL, null=True, blank=True, related_name="sends")
     created_at = models.DateTimeField(default=clock.now)
     updated_at = models.DateTimeField(default=clock.now)
+    ended_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["workspace", "idempotency_key"], name="send_idempotency_unique")]
-        indexes = [models.Index(fields=["workspace", "-created_at"], name="send_recent_idx")]
+        indexes = [
+            models.Index(fields=["workspace", "-created_at"], name="send_recent_idx"),
+            models.Index(fields=["due_at"], name="send_due_idx", condition=models.Q(due_at__isnull=False)),
+            models.Index(fields=["broadcast", "status"], name="send_broadcast_idx"),
+        ]
 
 
 class Delivery(models.Model):
@@ -259,3 +334,65 @@ class PushSubscription(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["workspace", "endpoint"], name="push_endpoint_unique")]
+
+
+class Attempt(models.Model):
+    """One step of a send's policy tried: skipped (with why), or made — then its ``delivery`` says how it
+    went, until the engine ends it (``timed_out`` when "delivered/read within T" ran out)."""
+
+    class Status(models.TextChoices):
+        SKIPPED = "skipped"
+        MADE = "made"  # the delivery's status is the attempt's
+        TIMED_OUT = "timed_out"
+
+    send = models.ForeignKey(Send, on_delete=models.CASCADE, related_name="attempts")
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    step = models.PositiveIntegerField()
+    channel = models.CharField(max_length=16, choices=ChannelType.choices)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    reason = models.CharField(max_length=32, blank=True)  # a code: no_address, no_consent, …, not_read
+    detail = models.CharField(max_length=1000, blank=True)
+    delivery = models.OneToOneField(Delivery, on_delete=models.SET_NULL, null=True, blank=True, related_name="attempt")
+    started_at = models.DateTimeField(default=clock.now)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["send", "step"], name="attempt_send_idx")]
+
+
+class SendEvent(models.Model):
+    """What the policy engine did with a send — a step skipped, a failover, a delay, the policy run out —
+    waiting (an outbox, as ``DeliveryEvent``) to reach the customer's timeline as ``Message Skipped``,
+    ``Message Failed Over``, ``Message Delayed``, ``Message Undeliverable``."""
+
+    send = models.ForeignKey(Send, on_delete=models.CASCADE, related_name="events")
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=16)  # skipped | failed_over | delayed | undeliverable | cancelled
+    at = models.DateTimeField(default=clock.now)
+    data = models.JSONField(default=dict, blank=True)  # channel, reason, due_at, next_channel…
+    logged = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [models.Index(fields=["logged", "id"], name="sendevent_outbox_idx", condition=models.Q(logged=False))]
+
+
+class Consent(models.Model):
+    """One consent decision of a customer, kept for ever (the proof of consent): the latest for a
+    (channel, topic) is in force. ``channel`` blank means every channel."""
+
+    class Status(models.TextChoices):
+        GRANTED = "granted"
+        REVOKED = "revoked"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="consents")
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="consents")
+    channel = models.CharField(max_length=16, blank=True)
+    topic = models.CharField(max_length=16, choices=Topic.choices)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    source = models.CharField(max_length=100)  # api, console, identify, preference_page, unsubscribe, import…
+    text = models.TextField(blank=True)  # the wording the customer agreed to or the request they made
+    actor = models.CharField(max_length=200, blank=True)
+    at = models.DateTimeField(default=clock.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["customer", "topic", "channel", "-at"], name="consent_current_idx")]

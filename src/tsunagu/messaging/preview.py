@@ -13,7 +13,9 @@ from tsunagu.messaging.render import render_variant
 def preview_variant(*, variant: dict[str, Any], topic: str, customer: Any, base_url: str) -> dict[str, Any]:
     """``{"channel", "locale", "subject", "text", "content"}``. Raises ``ValueError`` naming the variant
     when it cannot be rendered or sent (a limit hit, invalid JSON after rendering)."""
-    links = links_for(key="preview", topic=topic, base_url=base_url)
+    links = links_for(
+        key="preview", topic=topic, base_url=base_url, customer_id=customer.pk if customer is not None else None
+    )
     context = {"customer": customer_context(customer), "event": {}, "data": {}, **links}
     rendered = render_variant(variant, context)
     return {

@@ -44,12 +44,15 @@ class CommunicationIn(Schema):
     name: str = Field(..., max_length=200)
     topic: str = Field("transactional", max_length=16)
     variants: list[dict[str, Any]]
+    policy: dict[str, Any] | None = None
 
 
 class CommunicationPut(Schema):
     name: str | None = Field(None, max_length=200)
     topic: str | None = Field(None, max_length=16)
     variants: list[dict[str, Any]]
+    # Left out: the current policy stays; null: back to the variants' order.
+    policy: dict[str, Any] | None = None
 
 
 class CommunicationOut(Schema):
@@ -58,6 +61,7 @@ class CommunicationOut(Schema):
     topic: str
     version: int
     variants: list[dict[str, Any]]
+    policy: dict[str, Any] | None = None  # null: the variants' channels in order
     warnings: list[str] = []
     created_at: dt.datetime
     updated_at: dt.datetime
@@ -96,6 +100,7 @@ class SendIn(Schema):
     email: str | None = Field(None, max_length=254)
     phone: str | None = Field(None, max_length=40)
     channel: str | None = Field(None, max_length=16)
+    policy: dict[str, Any] | None = None
     data: dict[str, Any] | None = None
     idempotency_key: str | None = Field(None, max_length=200)
 
@@ -103,6 +108,18 @@ class SendIn(Schema):
 class SendCreated(Schema):
     id: int
     status: str
+    due_at: dt.datetime | None = None
+
+
+class AttemptOut(Schema):
+    channel: str
+    status: str  # skipped, queued, sending, sent, delivered, failed, bounced, timed_out
+    reason: str | None  # the code: no_address, no_consent, …, not_read
+    detail: str | None
+    started_at: dt.datetime
+    ended_at: dt.datetime | None
+    delivery_id: int | None
+    delivery_status: str | None  # the delivery's status now (a late report moves it, not the attempt)
 
 
 class DeliveryEventOut(Schema):
@@ -132,7 +149,11 @@ class SendOut(Schema):
     version: int
     customer_id: int | None
     channel: str
+    policy: dict[str, Any]
+    due_at: dt.datetime | None
     created_at: dt.datetime
+    ended_at: dt.datetime | None
+    attempts: list[AttemptOut]
     deliveries: list[DeliveryOut]
 
 
@@ -177,3 +198,29 @@ class InboxPage(Schema):
     items: list[InboxItem]
     unread: int
     next: str | None
+
+
+class ConsentIn(Schema):
+    channel: str | None = Field(None, max_length=16)  # a channel type, or "all" / null: every channel
+    topic: str = Field(..., max_length=16)
+    status: str = Field(..., max_length=16)
+    source: str = Field(..., max_length=100)
+    text: str | None = Field(None, max_length=5000)
+
+
+class ConsentDecision(Schema):
+    channel: str
+    topic: str
+    status: str
+    source: str
+    text: str
+    actor: str
+    at: dt.datetime
+
+
+class ConsentOut(ConsentDecision):
+    history: list[ConsentDecision]
+
+
+class ConsentList(Schema):
+    items: list[ConsentOut]

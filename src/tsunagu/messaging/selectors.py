@@ -13,6 +13,7 @@ from tsunagu.customers.selectors import customer_recent
 from tsunagu.messaging.channels import channel_class
 from tsunagu.messaging.links import public_base
 from tsunagu.messaging.models import (
+    Attempt,
     Channel,
     Communication,
     CommunicationVersion,
@@ -93,7 +94,7 @@ def send_deliveries(*, send: Send) -> list[Delivery]:
     return list(send.deliveries.order_by("id").prefetch_related("events"))
 
 
-def _customer_ids(customer: Customer) -> list[int]:
+def customer_ids(customer: Customer) -> list[int]:
     """The customer and every profile merged into it (its messages were sent to those)."""
     ids, frontier = [customer.pk], [customer.pk]
     while frontier and len(ids) < 1000:
@@ -105,7 +106,7 @@ def _customer_ids(customer: Customer) -> list[int]:
 def customer_messages(*, customer: Customer) -> QuerySet[Delivery]:
     """The customer's archived messages, newest first."""
     return (
-        Delivery.objects.filter(workspace_id=customer.workspace_id, customer_id__in=_customer_ids(customer))
+        Delivery.objects.filter(workspace_id=customer.workspace_id, customer_id__in=customer_ids(customer))
         .select_related("communication", "version")
         .order_by("-id")
     )
@@ -166,6 +167,41 @@ def message_page(
 
 
 def send_status(send: Send) -> str:
-    """A send's status: its latest delivery's (the engine writes only the delivery)."""
+    """A send's status: its own once it ended or while it is delayed (``scheduled``), else its current
+    delivery's — the delivery engine writes only the delivery."""
+    if send.ended_at is not None or send.status == Send.Status.SCHEDULED:
+        return send.status
     latest = send.deliveries.order_by("-id").values_list("status", flat=True).first()
     return latest or send.status
+
+
+# An attempt made follows its delivery until the policy engine ends it.
+_ATTEMPT_STATUS = {"queued": "queued", "sending": "sending", "sent": "sent", "delivered": "delivered",
+                   "failed": "failed", "bounced": "bounced"}
+
+
+def send_attempts(send: Send) -> list[dict[str, Any]]:
+    """The send's attempts in order: each step skipped or made, with its status, reason code and times
+    (``GET /api/v1/sends/{id}``). A made attempt's ``delivery_status`` is its delivery's now, which may
+    have moved after the send went on (a late delivery report)."""
+    out: list[dict[str, Any]] = []
+    for a in send.attempts.select_related("delivery").order_by("step", "id"):
+        d = a.delivery
+        if a.status == Attempt.Status.MADE and d is not None:
+            status = _ATTEMPT_STATUS.get(d.status, d.status)
+        else:
+            status = str(a.status)
+        ended = a.ended_at
+        if ended is None and d is not None and d.status in Delivery.FINAL:
+            ended = d.updated_at
+        out.append({
+            "channel": a.channel,
+            "status": status,
+            "reason": a.reason or None,
+            "detail": a.detail or (d.reason if d is not None and d.reason else None),
+            "started_at": a.started_at,
+            "ended_at": ended,
+            "delivery_id": d.pk if d is not None else None,
+            "delivery_status": d.status if d is not None else None,
+        })
+    return out

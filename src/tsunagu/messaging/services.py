@@ -20,21 +20,20 @@ from tsunagu.core.permissions import Perm, authorize
 from tsunagu.core.services import audit_record
 from tsunagu.customers.models import Customer
 from tsunagu.messaging.channels import TYPES, channel_class
-from tsunagu.messaging.context import customer_address, customer_context, customer_locale
+from tsunagu.messaging.context import customer_context
 from tsunagu.messaging.models import (
     Channel,
     Communication,
     CommunicationVersion,
     Delivery,
-    DeliveryEvent,
     PushSubscription,
     Send,
     Suppression,
     Topic,
 )
-from tsunagu.messaging.render import check_variant, finished_template, pick_variant, variant_channels
+from tsunagu.messaging.render import check_variant, finished_template, variant_channels
 from tsunagu.messaging.secrets import secrets_encrypt
-from tsunagu.messaging.selectors import channel_config, customer_sample, suppressed
+from tsunagu.messaging.selectors import channel_config, customer_sample
 
 _KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 MAX_DATA_BYTES = 64 * 1024
@@ -215,13 +214,30 @@ def _clean_topic(topic: Any) -> str:
     return str(topic)
 
 
+KEEP: Any = object()  # communication_update: leave the policy as it is
+
+
+def _clean_policy(policy: Any, variants: list[dict[str, Any]]) -> dict[str, Any] | None:
+    from tsunagu.messaging.policy import policy_clean
+
+    return None if policy is None else policy_clean(policy, channels=variant_channels(variants))
+
+
 def communication_create(
-    *, workspace: Workspace, key: str, name: str, topic: str, variants: list[dict[str, Any]], actor: Any
+    *,
+    workspace: Workspace,
+    key: str,
+    name: str,
+    topic: str,
+    variants: list[dict[str, Any]],
+    actor: Any,
+    policy: Any = None,
 ) -> tuple[Communication, list[str]]:
     """Create a communication and its version 1 (operators, admins, owners). Every variant is checked:
     unknown fields, missing required fields, Liquid syntax errors and unknown filters are refused with a
     ``ValidationError`` naming the variant and line; variables the sample customer lacks come back as
-    warnings. One transaction, audited."""
+    warnings. ``policy`` (``messaging.policy``) may only name channels that have a variant; none: the
+    variants' channels in order. One transaction, audited."""
     authorize(actor=actor, workspace=workspace, perm=Perm.COMMUNICATIONS)
     key = _text(key, "key", limit=100)
     if not _KEY.match(key):
@@ -229,9 +245,12 @@ def communication_create(
     name = _text(name, "name")
     topic = _clean_topic(topic)
     clean, warnings = _clean_variants(variants, workspace=workspace)
+    clean_policy = _clean_policy(policy, clean)
     try:
         with transaction.atomic():
-            comm = Communication.objects.create(workspace=workspace, key=key, name=name, topic=topic)
+            comm = Communication.objects.create(
+                workspace=workspace, key=key, name=name, topic=topic, policy=clean_policy
+            )
             CommunicationVersion.objects.create(
                 communication=comm, number=1, name=name, topic=topic, variants=clean, created_by=_label(actor)
             )
@@ -250,14 +269,18 @@ def communication_update(
     variants: list[dict[str, Any]],
     name: str | None = None,
     topic: str | None = None,
+    policy: Any = KEEP,
 ) -> tuple[CommunicationVersion, list[str]]:
     """Save a new immutable version (checked as ``communication_create`` checks). Sends already recorded
-    keep the version they used."""
+    keep the version and policy they used. ``policy``: a new one, ``None`` to go back to the variants'
+    order, or left out to keep the current one — which must still fit the new variants (a
+    ``ValidationError`` on ``policy`` says which step lost its variant)."""
     workspace = communication.workspace
     authorize(actor=actor, workspace=workspace, perm=Perm.COMMUNICATIONS)
     name = _text(name, "name") if name is not None else communication.name
     topic = _clean_topic(topic) if topic is not None else communication.topic
     clean, warnings = _clean_variants(variants, workspace=workspace)
+    clean_policy = _clean_policy(communication.policy if policy is KEEP else policy, clean)
     with transaction.atomic():
         comm = Communication.objects.select_for_update().get(pk=communication.pk)
         number = comm.current_version + 1
@@ -265,7 +288,7 @@ def communication_update(
             communication=comm, number=number, name=name, topic=topic, variants=clean, created_by=_label(actor)
         )
         Communication.objects.filter(pk=comm.pk).update(
-            current_version=number, name=name, topic=topic, updated_at=clock.now()
+            current_version=number, name=name, topic=topic, policy=clean_policy, updated_at=clock.now()
         )
         audit_record(
             workspace=workspace,
@@ -311,42 +334,6 @@ def _clean_data(data: Any) -> dict[str, Any]:
     return data
 
 
-def _channel_row(workspace: Workspace, type_: str) -> Channel | None:
-    return Channel.objects.filter(workspace=workspace, type=type_, enabled=True).order_by("id").first()
-
-
-def _reach(
-    workspace: Workspace, customer: Customer, channel_type: str, context: dict[str, Any], topic: str,
-    row: Channel | None = None,
-) -> tuple[Channel | None, str, dict[str, Any], str]:
-    """(channel row, address, extra, why not) for one channel type (through ``row`` when given)."""
-    if row is None and channel_type != "in_app":
-        row = _channel_row(workspace, channel_type)
-    if channel_type != "in_app" and row is None:
-        return None, "", {}, f"no {channel_type} channel is configured"
-    extra: dict[str, Any] = {}
-    if channel_type == "webpush":
-        sub = (
-            PushSubscription.objects.filter(workspace=workspace, customer=customer, expired_at__isnull=True)
-            .order_by("-created_at")
-            .first()
-        )
-        if sub is None:
-            return row, "", {}, "the customer has no web push subscription"
-        extra = {"subscription": {"endpoint": sub.endpoint, "keys": {"p256dh": sub.p256dh, "auth": sub.auth}}}
-        address = sub.endpoint
-    elif channel_type == "webhook":
-        address = str((row.config if row else {}).get("url", ""))
-    else:
-        address = customer_address(customer, channel_type, context)
-    if not address:
-        what = {"email": "email address", "sms": "phone number", "line": "LINE user id"}.get(channel_type, "address")
-        return row, "", {}, f"the customer has no {what}"
-    if suppressed(workspace=workspace, channel_type=channel_type, address=address, topic=topic):
-        return row, address, extra, f"{address} is suppressed (bounced, complained or unsubscribed)"
-    return row, address, extra, ""
-
-
 def send_create(
     *,
     workspace: Workspace,
@@ -354,6 +341,7 @@ def send_create(
     customer: Customer,
     actor: Any,
     channel: str | None = None,
+    policy: Any = None,
     data: dict[str, Any] | None = None,
     event: dict[str, Any] | None = None,
     idempotency_key: str | None = None,
@@ -361,17 +349,23 @@ def send_create(
     at: dt.datetime | None = None,
     via: Channel | None = None,
 ) -> Send:
-    """Record a send of ``communication`` (its key) to ``customer``: the channel asked for, else the first
-    variant's channel that is configured and reaches the customer; the variant of the customer's locale
-    (``locale`` trait), else the workspace default. A worker renders and sends it after commit, storing the
-    rendered message on the delivery before handing it over (the archive holds exactly what was sent).
+    """Record a send of ``communication`` (its key) to ``customer`` and take it through the first steps of
+    its channel policy (``messaging.failover``): ``policy`` (this send's own), else ``channel`` alone, else
+    the communication's policy, else its variants' channels in order. The variant is the customer's locale
+    (``locale`` trait), else the workspace default. Unusable steps are skipped with their reason; a step
+    inside quiet hours leaves the send ``scheduled``; the first usable one is a delivery, which a worker
+    renders and sends after commit (the archive holds exactly what was sent).
 
-    One transaction. The same ``idempotency_key`` again returns the first send and records nothing. When no
-    channel can reach the customer, the send and a failed delivery with the reasons are recorded (and reach
-    the timeline as ``Message Failed``): the caller learns it from ``status``, not from an exception.
-    ``at`` records the send at another time than now (imports of an earlier platform's archive, the demo).
-    ``via`` sends through that channel row of the workspace, enabled or not (the console's "send a test").
-    Raises ``NotFound`` (communication), ``ValidationError`` (channel without a variant, bad data)."""
+    One transaction. The same ``idempotency_key`` again returns the first send and records nothing. A send
+    that no step can reach is recorded as ``skipped`` with the reasons (``Message Skipped`` on the
+    timeline): the caller learns it from ``status``, not from an exception. ``at`` records the send at
+    another time than now (imports of an earlier platform's archive, the demo) — quiet hours and caps do not
+    apply to the past. ``via`` sends through that channel row of the workspace, enabled or not (the
+    console's "send a test"), outside quiet hours and caps. Raises ``NotFound`` (communication),
+    ``ValidationError`` (a channel or policy step without a variant, bad data)."""
+    from tsunagu.messaging.failover import send_advance
+    from tsunagu.messaging.policy import policy_resolve
+
     authorize(actor=actor, workspace=workspace, perm=Perm.SEND)
     if idempotency_key is not None:
         idempotency_key = _text(idempotency_key, "idempotency_key")
@@ -382,7 +376,7 @@ def send_create(
     if comm is None:
         raise NotFound(f"no communication with key {communication!r}", field="communication")
     version = CommunicationVersion.objects.get(communication=comm, number=comm.current_version)
-    variants: list[dict[str, Any]] = list(version.variants)
+    channels = variant_channels(list(version.variants))
     if via is not None:
         if via.workspace_id != workspace.pk:
             raise NotFound("no such channel in this workspace", field="channel_id")
@@ -390,46 +384,13 @@ def send_create(
     if channel is not None:
         if channel not in TYPES:
             raise ValidationError(f"must be one of {', '.join(TYPES)}", field="channel")
-        if channel not in variant_channels(variants):
+        if channel not in channels:
             raise ValidationError(f"communication {comm.key!r} has no {channel} variant", field="channel")
-        candidates = [channel]
-    else:
-        candidates = variant_channels(variants)
+        if policy is None:
+            policy = {"steps": [{"channel": channel}]}
+    resolved = policy_resolve(override=policy, stored=comm.policy, channels=channels)
     data = _clean_data(data)
-    profile = customer_context(customer)
-    locale = customer_locale(customer)
-    reasons: list[str] = []
-    chosen: tuple[str, Channel | None, str, dict[str, Any]] | None = None
-    for candidate in candidates:
-        row, address, extra, why = _reach(workspace, customer, candidate, profile, version.topic, row=via)
-        if why:
-            reasons.append(f"{candidate}: {why}")
-            continue
-        chosen = (candidate, row, address, extra)
-        break
     now = at or clock.now()
-    delivery = Delivery(
-        workspace=workspace,
-        customer=customer,
-        communication=comm,
-        version=version,
-        topic=version.topic,
-        created_at=now,
-        updated_at=now,
-        due_at=now,
-    )
-    if chosen is None:
-        delivery.channel_type = candidates[0] if candidates else "email"
-        delivery.status = Delivery.Status.FAILED
-        delivery.reason = ("no usable channel: " + "; ".join(reasons))[:1000]
-    else:
-        channel_type, row, address, extra = chosen
-        variant = pick_variant(variants, channel=channel_type, locale=locale, default_locale=workspace.default_locale)
-        assert variant is not None  # candidates come from the variants
-        delivery.channel, delivery.channel_type, delivery.address = row, channel_type, address
-        delivery.locale = str(variant.get("locale", ""))
-        # Rendered by the worker that sends it (``delivery_render``), and stored before it is sent.
-        delivery.headers = {"extra": extra} if extra else {}
     try:
         with transaction.atomic():
             send = Send.objects.create(
@@ -441,22 +402,13 @@ def send_create(
                 data=data,
                 event=event,
                 idempotency_key=idempotency_key,
-                status=delivery.status,
                 actor=_label(actor),
+                policy=resolved,
                 created_at=now,
                 updated_at=now,
             )
-            delivery.send = send
-            delivery.save()
-            DeliveryEvent.objects.create(
-                delivery=delivery,
-                workspace=workspace,
-                status=delivery.status,
-                at=now,
-                reason=delivery.reason,
-                logged=delivery.status == Delivery.Status.QUEUED,  # "queued" is not a timeline event
-            )
-            _index([delivery])
+            send.workspace, send.version, send.customer = workspace, version, customer
+            send_advance(send, now=now, via=via, timing=via is None and at is None)
     except IntegrityError:
         # Two requests with one idempotency key raced: the other recorded it first.
         return Send.objects.get(workspace=workspace, idempotency_key=idempotency_key)

@@ -70,3 +70,19 @@ def events_insert(rows: Iterable[tuple[int, int, str, dt.datetime, str, dict[str
     )
     with connection.cursor() as cursor:
         cursor.executemany(sql, params)
+
+
+_SEND = "messaging_send"
+
+
+def send_wake(send_id: int, at: dt.datetime) -> None:
+    """Have the policy engine look at a send now (its delivery failed, bounced, was delivered or read),
+    unless it has ended or is already due sooner."""
+    vendor = connection.vendor
+    when = datetime_param(at, vendor)
+    sql = (
+        f"UPDATE {_SEND} SET due_at = %s WHERE id = %s AND ended_at IS NULL "  # noqa: S608
+        "AND (due_at IS NULL OR due_at > %s)"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [when, send_id, when])

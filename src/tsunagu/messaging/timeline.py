@@ -19,12 +19,19 @@ from tsunagu.core.permissions import SYSTEM
 from tsunagu.events.selectors import source_list
 from tsunagu.events.services import events_append, source_create
 from tsunagu.events.validation import Invalid, ParsedEvent, parse_event
-from tsunagu.messaging.models import Delivery, DeliveryEvent
+from tsunagu.messaging.models import Delivery, DeliveryEvent, SendEvent
 
 log = logging.getLogger(__name__)
 SOURCE_NAME = "tsunagu messaging"
 MAX_EVENT_BYTES = 32 * 1024
 
+SEND_EVENT_NAMES = {
+    "skipped": "Message Skipped",
+    "delayed": "Message Delayed",
+    "failed_over": "Message Failed Over",
+    "undeliverable": "Message Undeliverable",
+    "cancelled": "Message Steps Cancelled",
+}
 EVENT_NAMES = {
     "sent": "Message Sent",
     "delivered": "Message Delivered",
@@ -55,11 +62,14 @@ def messaging_source(workspace: Workspace) -> Any:
 
 
 def _identity(delivery: Delivery) -> dict[str, Any]:
+    return _who(delivery.customer)
+
+
+def _who(customer: Any) -> dict[str, Any]:
     """The customer's identities as the event carries them: userId when the profile has one, else one of
     its anonymous ids, and every identity as externalIds — so the applier finds the customer (or the profile
     it was merged into). Segment requires userId or anonymousId: a profile known only by, say, an email
     address gets the stable anonymous id ``tsunagu-customer-<id>``."""
-    customer = delivery.customer
     if customer is None:
         return {}
     ids: list[dict[str, str]] = []
@@ -171,4 +181,73 @@ def customer_event_append(
     if parsed is None:
         return False
     events_append(source=messaging_source(workspace), events=[parsed])
+    return True
+
+
+def _send_event_payload(row: SendEvent) -> dict[str, Any] | None:
+    send = row.send
+    who = _who(send.customer)
+    if not who:
+        return None
+    channel = str(row.data.get("channel", ""))
+    context = {"channel": TOUCHPOINT.get(channel, "backoffice"), **who.pop("context", {})}
+    properties: dict[str, Any] = {
+        "send_id": send.pk,
+        "communication": send.communication.key,
+        "topic": send.version.topic,
+        **{k: v for k, v in row.data.items() if v not in (None, "")},
+    }
+    return {
+        "type": "track",
+        "event": SEND_EVENT_NAMES.get(row.kind, f"Message {row.kind.title()}"),
+        "messageId": f"tsunagu:send-event:{row.pk}",
+        "timestamp": row.at.isoformat(),
+        "properties": properties,
+        "context": context,
+        **who,
+    }
+
+
+def send_events_publish(*, limit: int = 500) -> int:
+    """Append up to ``limit`` unpublished policy events (skipped, delayed, failed over, undeliverable) to
+    the ingest log, per workspace, then mark them — as ``delivery_events_publish`` does."""
+    rows = list(
+        SendEvent.objects.filter(logged=False)
+        .select_related("send__customer", "send__communication", "send__version", "workspace")
+        .order_by("id")[:limit]
+    )
+    by_workspace: dict[int, list[SendEvent]] = {}
+    for row in rows:
+        by_workspace.setdefault(row.workspace_id, []).append(row)
+    done = 0
+    for group in by_workspace.values():
+        parsed = [p for p in (_parse(x) for x in map(_send_event_payload, group) if x) if p is not None]
+        if parsed:
+            events_append(source=messaging_source(group[0].workspace), events=parsed, check_backlog=False)
+        with transaction.atomic():
+            done += SendEvent.objects.filter(pk__in=[r.pk for r in group]).update(logged=True)
+    return done
+
+
+def customer_timeline_append(
+    *, customer: Any, event: str, properties: dict[str, Any], message_id: str, at: dt.datetime | None = None
+) -> bool:
+    """Append one event about a customer that tsunagu itself recorded (a consent decision)."""
+    who = _who(customer)
+    if not who:
+        return False
+    payload: dict[str, Any] = {
+        "type": "track",
+        "event": event,
+        "messageId": message_id,
+        "properties": properties,
+        "context": {"channel": "backoffice", **who.pop("context", {})},
+        **who,
+    }
+    if at is not None:
+        payload["timestamp"] = at.isoformat()
+    parsed = _parse(payload)
+    if parsed is None:
+        return False
+    events_append(source=messaging_source(customer.workspace), events=[parsed])
     return True

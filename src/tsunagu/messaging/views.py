@@ -17,11 +17,12 @@ from django.views.decorators.http import require_http_methods
 from tsunagu.core import clock
 from tsunagu.core.errors import NotFound, TsunaguError, ValidationError
 from tsunagu.messaging.channels.base import InboundRequest
+from tsunagu.messaging.consent import delivery_unsubscribe
 from tsunagu.messaging.delivery import Report, delivery_report
 from tsunagu.messaging.inbound import inbound_handle
 from tsunagu.messaging.links import public_base, unsubscribe_key
 from tsunagu.messaging.selectors import channel_by_webhook_token, delivery_by_key
-from tsunagu.messaging.services import push_subscription_register, suppression_add
+from tsunagu.messaging.services import push_subscription_register
 from tsunagu.messaging.tracking import click_is_machine, open_is_machine, tracking_parse
 
 log = logging.getLogger(__name__)
@@ -125,18 +126,8 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
         return render(request, "messaging/unsubscribe.html", {"invalid": True}, status=404)
     if request.method == "GET":
         return render(request, "messaging/unsubscribe.html", {"delivery": delivery, "token": token, "done": False})
-    suppression_add(
-        workspace=delivery.workspace,
-        channel_type=delivery.channel_type,
-        address=delivery.address,
-        topic=delivery.topic,
-        reason="unsubscribe",
-        detail=f"one-click from delivery {delivery.pk}",
-    )
     one_click = request.POST.get("List-Unsubscribe") == "One-Click"
-    delivery_report(
-        delivery=delivery, report=Report(status="unsubscribed", data={"one_click": one_click, "topic": delivery.topic})
-    )
+    delivery_unsubscribe(delivery=delivery, one_click=one_click)
     if one_click:
         return HttpResponse(status=200)
     return render(request, "messaging/unsubscribe.html", {"delivery": delivery, "done": True})
