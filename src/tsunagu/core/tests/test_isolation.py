@@ -49,6 +49,9 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     # Tenant AAA's communication and user: the walks that send act as AAA.
     ("post", "/api/v1/sends"): {"communication": "notice-aaa", "user_id": "user-AAA"},
     ("patch", "/api/v1/workspace/settings"): {"default_locale": "en"},
+    ("put", "/api/v1/customers/{customer_id}/consents"): {
+        "channel": "email", "topic": "marketing", "status": "granted", "source": "isolation walk"
+    },
 }
 
 
@@ -165,6 +168,10 @@ def populate(workspace: Any, tag: str) -> Tenant:
         Runner(worker_id=f"populate-{tag}").run_due()
     message = sent.deliveries.get()
     assert message.status == "delivered" and mailed.deliveries.get().status == "sent"
+    from tsunagu.messaging.consent import consent_set
+
+    consent_set(customer=customer, channel="email", topic="marketing", status="granted", source=f"Consent-{tag}",
+                actor=SYSTEM, event=False)
     tenant = Tenant(
         tag=tag,
         token=token,
@@ -190,6 +197,7 @@ def populate(workspace: Any, tag: str) -> Tenant:
             f"key-{tag}",
             f"Notice-{tag}",
             f"Inbox-{tag}",
+            f"Consent-{tag}",
         ],
     )
     tenant.channel_id, tenant.communication_key = channel.pk, comm.key

@@ -13,7 +13,7 @@ from tsunagu.core.permissions import ROLE_RANK, SYSTEM
 from tsunagu.core.services import apikey_create, user_create
 from tsunagu.core.tests.test_isolation import call, operations, populate
 from tsunagu.events.models import Source
-from tsunagu.messaging.models import Delivery, Send
+from tsunagu.messaging.models import Consent, Delivery, Send
 
 pytestmark = pytest.mark.django_db
 
@@ -36,6 +36,7 @@ WRITES: dict[tuple[str, str], tuple[str, int]] = {
     ("put", f"{API}/communications/{{key}}"): ("operator", 200),
     ("post", f"{API}/sends"): ("agent", 201),
     ("post", f"{API}/customers/{{customer_id}}/inbox/{{message_id}}/read"): ("agent", 200),
+    ("put", f"{API}/customers/{{customer_id}}/consents"): ("agent", 200),
 }
 ROLES = ["viewer", "agent", "operator", "admin", "owner"]
 
@@ -60,6 +61,7 @@ def state() -> Any:
         AuditEntry.objects.count(),
         Send.objects.count(),
         sorted(Delivery.objects.values_list("pk", "read_at")),
+        Consent.objects.count(),
     )
 
 

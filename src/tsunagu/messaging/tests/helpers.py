@@ -7,8 +7,9 @@ from typing import Any
 from tsunagu.core.permissions import SYSTEM
 from tsunagu.customers.models import Customer
 from tsunagu.messaging.delivery import Runner
+from tsunagu.messaging.failover import sends_run_due
 from tsunagu.messaging.services import communication_create
-from tsunagu.messaging.timeline import delivery_events_publish
+from tsunagu.messaging.timeline import delivery_events_publish, send_events_publish
 from tsunagu.testing.pipeline import apply_all
 
 
@@ -37,11 +38,27 @@ def inapp_communication(workspace: Any, key: str = "notice", **fields: Any) -> A
 
 
 def work(worker_id: str = "test-worker") -> int:
-    """One worker pass: execute due deliveries, then publish their events to the log."""
+    """One worker pass, as ``tsunagu worker`` runs it: advance due sends along their policies, execute due
+    deliveries, then publish their events to the log. Returns the deliveries handled."""
+    sends_run_due(worker_id=worker_id)
     runner = Runner(worker_id=worker_id)
     try:
         done = runner.run_due()
     finally:
         runner.close()
+    sends_run_due(worker_id=worker_id)  # what the outcomes woke (a failure moves on to the next channel)
     delivery_events_publish()
+    send_events_publish()
     return done
+
+
+def api_call(method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
+    """One API request with a bearer token: (status, parsed JSON or None)."""
+    import orjson
+    from django.test import Client
+
+    kwargs: dict[str, Any] = {"headers": {"Authorization": f"Bearer {token}"}}
+    if body is not None:
+        kwargs.update(data=orjson.dumps(body), content_type="application/json")
+    response = getattr(Client(), method)(path, **kwargs)
+    return response.status_code, (orjson.loads(response.content) if response.content else None)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from django.test import Client
 
 from tsunagu.core.models import AuditEntry
 from tsunagu.messaging.models import Channel
+from tsunagu.messaging.tests.helpers import api_call as call
 from tsunagu.messaging.tests.helpers import identified, work
 
 pytestmark = pytest.mark.django_db
@@ -27,15 +27,6 @@ INAPP = [
         "body": "{{ data.item }}",
     },
 ]
-
-
-def call(method, path, token, body=None):
-    client = Client()
-    kwargs = {"headers": {"Authorization": f"Bearer {token}"}}
-    if body is not None:
-        kwargs.update(data=orjson.dumps(body), content_type="application/json")
-    response = getattr(client, method)(path, **kwargs)
-    return response.status_code, (orjson.loads(response.content) if response.content else None)
 
 
 def test_channel_secrets_are_encrypted_and_never_returned(token, settings):
@@ -171,6 +162,9 @@ def test_workspace_settings_are_one_object_checked_and_audited(token, workspace)
         "timezone": "Asia/Tokyo",
         "allow_private_webhooks": False,
         "message_retention_days": 0,
+        "quiet_hours": {},  # the test workspace's (a new one has marketing quiet 21:00–08:00)
+        "frequency_caps": [],
+        "holidays": None,
     }
     status, body = call(
         "patch", "/api/v1/workspace/settings", token, {"default_locale": "en", "allow_private_webhooks": True}

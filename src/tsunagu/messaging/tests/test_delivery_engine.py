@@ -41,7 +41,7 @@ def test_an_in_app_message_is_delivered_and_on_the_timeline(workspace, send):
     assert Event.objects.filter(workspace=workspace, event="Message Delivered").count() == 1
 
 
-def test_a_failed_send_is_a_message_failed_event_with_its_reason(workspace, send):
+def test_a_send_no_channel_can_take_is_a_message_skipped_event_with_its_reason(workspace, send):
     customer = identified(send, workspace, name="Taro")
     from tsunagu.messaging.services import communication_create
 
@@ -56,8 +56,10 @@ def test_a_failed_send_is_a_message_failed_event_with_its_reason(workspace, send
     send_create(workspace=workspace, communication="mail", customer=customer, actor=SYSTEM)
     work()
     apply_all(workspace)
-    failed = Event.objects.get(workspace=workspace, customer=customer, event="Message Failed")
-    assert "no email channel" in failed.properties["reason"]
+    skipped = Event.objects.get(workspace=workspace, customer=customer, event="Message Skipped")
+    assert skipped.properties["reason"] == "no_address" and skipped.properties["channel"] == "email"
+    assert "no email channel" in skipped.properties["detail"]
+    assert not Event.objects.filter(workspace=workspace, event="Message Failed").exists()
 
 
 class Flaky(ChannelBase):

@@ -94,7 +94,8 @@ def test_an_expired_subscription_is_retired_and_not_used_again(workspace, send, 
     assert d.status == "failed" and "expired" in d.reason
     assert PushSubscription.objects.get().expired_at is not None
     again = send_create(workspace=workspace, communication="sale", customer=customer, actor=SYSTEM)
-    assert again.status == "failed" and "no web push subscription" in again.deliveries.get().reason
+    assert again.status == "skipped" and not again.deliveries.exists()
+    assert again.attempts.get().detail == "the customer has no web push subscription"
 
 
 def test_bad_subscriptions_are_refused_naming_the_field(workspace, send, push):

@@ -8,7 +8,7 @@ import pytest
 from tsunagu.core.errors import NotFound, PermissionDenied, ValidationError
 from tsunagu.core.permissions import SYSTEM
 from tsunagu.core.services import apikey_create
-from tsunagu.messaging.models import Delivery, DeliveryEvent, Send
+from tsunagu.messaging.models import Delivery, Send, SendEvent, Suppression
 from tsunagu.messaging.services import channel_create, communication_create, send_create
 from tsunagu.messaging.tests.helpers import identified, inapp_communication, work
 
@@ -71,10 +71,13 @@ def test_the_first_usable_channel_is_chosen_and_reasons_are_kept(workspace, send
         variants=[{"channel": "email", "locale": "ja", "subject": "s", "html": "<p>x</p>"}],
     )
     s = send_create(workspace=workspace, communication="mailonly", customer=customer, actor=SYSTEM)
-    d = s.deliveries.get()
-    assert s.status == "failed" and d.status == "failed"
-    assert "email: no email channel is configured" in d.reason
-    assert DeliveryEvent.objects.filter(delivery=d, status="failed", logged=False).exists()
+    # Only channels that cannot reach: the send is skipped, nothing is archived, and why is on record
+    # (and on its way to the timeline as Message Skipped).
+    assert s.status == "skipped" and s.ended_at is not None and not s.deliveries.exists()
+    (attempt,) = s.attempts.all()
+    assert (attempt.channel, attempt.status, attempt.reason) == ("email", "skipped", "no_address")
+    assert attempt.detail == "no email channel is configured"
+    assert SendEvent.objects.filter(send=s, kind="skipped", logged=False).exists()
 
 
 def test_a_channel_asked_for_must_have_a_variant(workspace, send):
@@ -139,5 +142,10 @@ def test_suppressed_addresses_are_not_used(workspace, send):
         workspace=workspace, channel_type="in_app", address=str(customer.pk), reason="unsubscribe", topic="marketing"
     )
     s = send_create(workspace=workspace, communication="notice", customer=customer, actor=SYSTEM)
-    assert s.status == "failed" and "suppressed" in s.deliveries.get().reason
+    assert s.status == "skipped" and not s.deliveries.exists()
+    assert s.attempts.get().reason == "unsubscribed"  # an unsubscribe on the suppression list
+    Suppression.objects.all().delete()
+    suppression_add(workspace=workspace, channel_type="in_app", address=str(customer.pk), reason="bounce")
+    s = send_create(workspace=workspace, communication="notice", customer=customer, actor=SYSTEM)
+    assert s.attempts.get().reason == "suppressed"
     assert work() == 0

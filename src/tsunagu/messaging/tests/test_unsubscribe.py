@@ -8,7 +8,7 @@ from django.test import Client
 
 from tsunagu.core.permissions import SYSTEM
 from tsunagu.messaging.links import links_for
-from tsunagu.messaging.models import DeliveryEvent, Suppression
+from tsunagu.messaging.models import Consent, DeliveryEvent, Suppression
 from tsunagu.messaging.services import send_create
 from tsunagu.messaging.tests.helpers import identified, inapp_communication, work
 
@@ -37,8 +37,12 @@ def test_one_click_post_unsubscribes_and_a_get_does_not(workspace, send):
     assert (row.address, row.topic, row.reason) == (str(customer.pk), "marketing", "unsubscribe")
     assert DeliveryEvent.objects.filter(delivery=d, status="unsubscribed").exists()
     # The next marketing message is not sent; a transactional one still is.
+    consent = Consent.objects.get(customer=customer)
+    assert (consent.channel, consent.topic, consent.status, consent.source) == (
+        "in_app", "marketing", "revoked", "list_unsubscribe"
+    )
     again = send_create(workspace=workspace, communication="promo", customer=customer, actor=SYSTEM)
-    assert again.status == "failed" and "suppressed" in again.deliveries.get().reason
+    assert again.status == "skipped" and again.attempts.get().reason == "unsubscribed"
     receipt = send_create(workspace=workspace, communication="receipt", customer=customer, actor=SYSTEM)
     assert receipt.status == "queued"
 
