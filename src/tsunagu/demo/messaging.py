@@ -88,6 +88,11 @@ COMMUNICATIONS: list[dict[str, Any]] = [
                 "url": "https://tsunagu-mart.example/orders",
             },
         ],
+        # LINE first; an SMS if LINE cannot be used or fails; email if the SMS is not delivered in 10 minutes.
+        "policy": {
+            "steps": [{"channel": "line"}, {"channel": "sms", "wait": {"delivered": 600}}, {"channel": "email"}],
+            "late_success": "ignore",
+        },
     },
     {
         "key": "cart-reminder",
@@ -148,6 +153,35 @@ _OUTCOMES: dict[str, list[tuple[str, float]]] = {
 }
 
 
+# Where the demo's customers gave their consent, and the wording they saw (the proof of consent).
+CONSENT_SOURCES = [
+    ("signup_form", "つなぐマートからのお得な情報（セール・新商品）をメールで受け取る"),
+    ("store_signup", "店頭で会員登録の際、メールマガジンの受け取りに同意しました"),
+    ("checkout", "ご注文完了画面: キャンペーン情報をSMSで受け取る"),
+]
+
+
+def _consents(people: list[Any], *, rng: random.Random, actor: Any, end: dt.datetime) -> None:
+    """Six in ten customers opted in to marketing email (and some to SMS) before the messages were sent; a
+    few later revoked it — the history the 360° page and the API show."""
+    from tsunagu.messaging.consent import consent_set
+
+    for customer in people:
+        if not customer.email or rng.random() > 0.6:
+            continue
+        source, text = rng.choice(CONSENT_SOURCES[:2])
+        at = end - dt.timedelta(days=rng.uniform(25, 400))
+        consent_set(customer=customer, channel="email", topic="marketing", status="granted", source=source,
+                    text=text, actor=actor, at=at, event=False)
+        if customer.phone and rng.random() < 0.3:
+            consent_set(customer=customer, channel="sms", topic="marketing", status="granted", source="checkout",
+                        text=CONSENT_SOURCES[2][1], actor=actor, at=at, event=False)
+        if rng.random() < 0.05:
+            consent_set(customer=customer, channel="email", topic="marketing", status="revoked",
+                        source="preference_page", text="メールマガジンの配信停止", actor=actor,
+                        at=end - dt.timedelta(days=rng.uniform(1, 20)), event=False)
+
+
 def demo_messaging(*, workspace: Any, actor: Any, end: dt.datetime, seed: int, sends: int = 400) -> int:
     """Create the demo's channels and communications and ``sends`` archived deliveries over the three weeks
     before ``end``. Returns the number of sends recorded."""
@@ -156,6 +190,7 @@ def demo_messaging(*, workspace: Any, actor: Any, end: dt.datetime, seed: int, s
     for spec in COMMUNICATIONS:
         communication_create(workspace=workspace, actor=actor, **spec)
     people = list(customer_list(workspace=workspace).order_by("id")[:2000])
+    _consents(people, rng=rng, actor=actor, end=end)
     made = 0
     for _ in range(sends if people else 0):
         customer = rng.choice(people)
@@ -170,9 +205,9 @@ def demo_messaging(*, workspace: Any, actor: Any, end: dt.datetime, seed: int, s
             data={"order_id": f"TM-{rng.randrange(100000, 999999)}"},
         )
         made += 1
-        delivery = send.deliveries.get()
-        if delivery.status != "queued":
-            continue  # no channel reached this customer: the failed send is part of the archive too
+        delivery = send.deliveries.order_by("-id").first()
+        if delivery is None or delivery.status != "queued":
+            continue  # no step could be used (no address, no opt-in): the skipped send is on record too
         t = at + dt.timedelta(seconds=rng.uniform(1, 20))
         delivery_report(delivery=delivery, report=Report(status="sent", at=t))
         if delivery.channel_type == "in_app":

@@ -13,8 +13,6 @@ import re
 import zoneinfo
 from typing import Any
 
-from django.db.models import Q
-
 from tsunagu.core.errors import ValidationError
 from tsunagu.core.models import Workspace
 
@@ -165,22 +163,3 @@ def holiday_until(country: str, *, now: dt.datetime, zone: zoneinfo.ZoneInfo) ->
 def caps_for(caps: list[dict[str, Any]], *, topic: str, channel: str) -> list[dict[str, Any]]:
     """The caps that a message of ``topic`` on ``channel`` counts against."""
     return [c for c in caps if c["topic"] == topic and c.get("channel") in (None, channel)]
-
-
-def capped(
-    caps: list[dict[str, Any]], *, customer_ids: list[int], topic: str, channel: str, now: dt.datetime
-) -> dict[str, Any] | None:
-    """The first cap a further message would exceed, or None. Counts the customer's messages of ``topic``
-    (on the cap's channel, when it names one) made in the rolling period — queued, sent or delivered; one
-    that failed or bounced did not reach them and does not count."""
-    from tsunagu.messaging.models import Delivery
-
-    for cap in caps_for(caps, topic=topic, channel=channel):
-        rows = Delivery.objects.filter(
-            customer_id__in=customer_ids, topic=topic, created_at__gt=now - PERIODS[cap["per"]]
-        ).exclude(Q(status__in=("failed", "bounced")))
-        if "channel" in cap:
-            rows = rows.filter(channel_type=cap["channel"])
-        if rows.count() >= cap["max"]:
-            return cap
-    return None
