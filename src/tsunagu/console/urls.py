@@ -31,6 +31,7 @@ urlpatterns = [
     path("w/<slug:slug>/messaging/new", views_messaging.communication_new, name="communication_new"),
     path("w/<slug:slug>/messaging/preview", views_messaging.communication_preview, name="communication_preview"),
     path("w/<slug:slug>/messaging/picker", views_messaging.customer_picker, name="customer_picker"),
+    path("w/<slug:slug>/messaging/policy", views_messaging.communication_policy, name="communication_policy"),
     path("w/<slug:slug>/messaging/c/<str:key>/", views_messaging.communication_edit, name="communication"),
     path(
         "w/<slug:slug>/messaging/c/<str:key>/versions",
