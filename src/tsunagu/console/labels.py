@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 # Keys are the channel values of the event store; a channel added there without a label here is shown as is.
 CHANNEL_LABELS: dict[str, Promise] = {
@@ -59,7 +60,10 @@ TOPIC_LABELS: dict[str, Promise] = {
     "service": _("Service"),
     "transactional": _("Transactional"),
 }
-CONSENT_LABELS: dict[str, Promise] = {"granted": _("Granted"), "revoked": _("Revoked")}
+CONSENT_LABELS: dict[str, Promise] = {
+    "granted": pgettext_lazy("consent", "Granted"),
+    "revoked": pgettext_lazy("consent", "Revoked"),
+}
 
 
 def label(table: dict[str, Promise], value: str) -> str:

@@ -254,6 +254,8 @@ def picker_choices(workspace: Any, q: str = "") -> list[Any]:
 
 @workspace_page
 def communications(request: HttpRequest, workspace: Any) -> HttpResponse:
+    from tsunagu.console.views_sends import overview_counts  # views_sends builds on this module
+
     rows = []
     for comm in communication_list(workspace=workspace)[:500]:
         version = communication_version(communication=comm)
@@ -270,6 +272,7 @@ def communications(request: HttpRequest, workspace: Any) -> HttpResponse:
         "communications",
         rows=rows,
         can_edit=can(request, workspace, Perm.COMMUNICATIONS),
+        counts=overview_counts(workspace),
     )
 
 

@@ -1,4 +1,4 @@
-"""Reads for the console and the preference page: a customer's sends with their attempts, the channel types
+"""Reads for the console and the preference page: a customer's sends, the channel types
 a workspace can send on, a preference link's customer, and counts of sends skipped, delayed or moved on by
 reason.
 
@@ -16,7 +16,7 @@ from django.db.models import Count
 from tsunagu.customers.models import Customer
 from tsunagu.messaging.channels import TYPES
 from tsunagu.messaging.models import Attempt, Channel, Send, SendEvent
-from tsunagu.messaging.selectors import customer_ids, send_attempts
+from tsunagu.messaging.selectors import customer_ids
 
 # The reasons an attempt carries when the send moved past it after it was made.
 MOVED_ON = ("failed", "bounced", "not_delivered", "not_read")
@@ -39,15 +39,13 @@ def workspace_channel_types(*, workspace: Any) -> list[str]:
     return [t for t in TYPES if t in types]
 
 
-def customer_sends(*, customer: Customer, limit: int = 20) -> list[dict[str, Any]]:
-    """The customer's latest sends (and those of the profiles merged into it), newest first, each with its
-    attempts in order (``selectors.send_attempts``)."""
-    rows = (
+def customer_sends(*, customer: Customer, limit: int = 20) -> list[Send]:
+    """The customer's latest sends (and those of the profiles merged into it), newest first."""
+    return list(
         Send.objects.filter(workspace_id=customer.workspace_id, customer_id__in=customer_ids(customer))
         .select_related("communication", "version")
         .order_by("-id")[:limit]
     )
-    return [{"send": s, "attempts": send_attempts(s)} for s in rows]
 
 
 def reason_counts(*, workspace: Any, since: dt.datetime) -> dict[str, dict[str, int]]:
@@ -61,11 +59,10 @@ def reason_counts(*, workspace: Any, since: dt.datetime) -> dict[str, dict[str, 
             out.setdefault(str(reason), {"skipped": 0, "delayed": 0, "moved_on": 0})[kind] += n
 
     attempts = Attempt.objects.filter(workspace=workspace, started_at__gte=since)
-    skipped = attempts.filter(status=Attempt.Status.SKIPPED).values("reason").annotate(n=Count("send_id", distinct=True))
-    for row in skipped:
+    per_send = Count("send_id", distinct=True)
+    for row in attempts.filter(status=Attempt.Status.SKIPPED).values("reason").annotate(n=per_send):
         add(row["reason"], "skipped", row["n"])
-    moved = attempts.filter(reason__in=MOVED_ON).values("reason").annotate(n=Count("send_id", distinct=True))
-    for row in moved:
+    for row in attempts.filter(reason__in=MOVED_ON).values("reason").annotate(n=per_send):
         add(row["reason"], "moved_on", row["n"])
     delayed = (
         SendEvent.objects.filter(workspace=workspace, kind="delayed", at__gte=since)

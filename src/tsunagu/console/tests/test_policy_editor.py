@@ -88,7 +88,8 @@ def test_a_wait_the_channel_does_not_report_is_refused_beside_the_field(client_e
 def test_an_amount_that_is_not_a_whole_number_is_refused(client_ja: Any, shipped: Any) -> None:
     answer = client_ja.post(f"{A}/c/shipped/", form([("sms", "delivered", "1.5", "minutes")]))
     assert answer.status_code == 400
-    assert re.search(r'data-field="policy\.steps\[0\]\.wait">1 以上の整数を入力してください。</p>', answer.content.decode())
+    page = answer.content.decode()
+    assert 'data-field="policy.steps[0].wait">1 以上の整数を入力してください。</p>' in page
 
 
 def test_a_channel_twice_is_refused_on_its_step(client_en: Any, shipped: Any) -> None:
