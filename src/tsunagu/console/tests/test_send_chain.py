@@ -34,7 +34,8 @@ def sends(workspace: Any, hanako: Any) -> dict[str, Any]:
     communication_create(workspace=workspace, key="news", name="ニュース", topic="marketing",
                          variants=[{**EMAIL, "subject": "ニュース"}], actor=SYSTEM)
     communication_create(workspace=workspace, key="sale", name="セール", topic="marketing",
-                         variants=[{"channel": "in_app", "locale": "ja", "title": "セール", "body": "本日"}], actor=SYSTEM)
+                         variants=[{"channel": "in_app", "locale": "ja", "title": "セール", "body": "本日"}],
+                         actor=SYSTEM)
     with time_machine.travel(LATE, tick=False):
         return {key: send_create(workspace=workspace, communication=key, customer=hanako, actor=SYSTEM)
                 for key in ("shipped", "news", "sale")}
