@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import pgettext_lazy
 
 # Keys are the channel values of the event store; a channel added there without a label here is shown as is.
 CHANNEL_LABELS: dict[str, Promise] = {
@@ -60,10 +59,8 @@ TOPIC_LABELS: dict[str, Promise] = {
     "service": _("Service"),
     "transactional": _("Transactional"),
 }
-CONSENT_LABELS: dict[str, Promise] = {
-    "granted": pgettext_lazy("consent", "Granted"),
-    "revoked": pgettext_lazy("consent", "Revoked"),
-}
+# "Revoked" is an API key's state in the catalogue; a consent taken back is "withdrawn" (撤回).
+CONSENT_LABELS: dict[str, Promise] = {"granted": _("Granted"), "revoked": _("Withdrawn")}
 
 
 def label(table: dict[str, Promise], value: str) -> str:

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from tsunagu.console import views, views_channels, views_messaging, views_sends, views_team
+from tsunagu.console import views, views_channels, views_consent, views_messaging, views_sends, views_team
 
 app_name = "console"
 urlpatterns = [
@@ -58,5 +58,10 @@ urlpatterns = [
         "w/<slug:slug>/customers/<int:customer_id>/messages/",
         views_channels.customer_messages_page,
         name="customer_messages",
+    ),
+    path(
+        "w/<slug:slug>/customers/<int:customer_id>/consent/",
+        views_consent.customer_consent,
+        name="customer_consent",
     ),
 ]
