@@ -40,7 +40,9 @@ SOURCE_LABELS = {
 
 def consent_row(row: Any) -> dict[str, Any]:
     """A decision (a ``Consent`` row or a ``consent_current`` item) with its labels."""
-    get = row.get if isinstance(row, dict) else lambda name: getattr(row, name)
+    def get(name: str) -> str:
+        return str((row.get(name) if isinstance(row, dict) else getattr(row, name)) or "")
+
     channel = get("channel") or "all"
     return {
         "channel": channel,
@@ -51,7 +53,7 @@ def consent_row(row: Any) -> dict[str, Any]:
         "status_label": label(CONSENT_LABELS, get("status")),
         "source": get("source"),
         "source_label": str(SOURCE_LABELS.get(get("source"), get("source"))),
-        "at": get("at"),
+        "at": row["at"] if isinstance(row, dict) else row.at,
         "text": "" if isinstance(row, dict) else row.text,
         "actor": "" if isinstance(row, dict) else row.actor,
     }
