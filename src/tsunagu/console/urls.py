@@ -1,7 +1,15 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from tsunagu.console import views, views_channels, views_consent, views_messaging, views_sends, views_team
+from tsunagu.console import (
+    views,
+    views_channels,
+    views_consent,
+    views_messaging,
+    views_sends,
+    views_settings,
+    views_team,
+)
 
 app_name = "console"
 urlpatterns = [
@@ -52,6 +60,7 @@ urlpatterns = [
     ),
     path("w/<slug:slug>/messaging/channels/<int:channel_id>/test", views_channels.channel_test, name="channel_test"),
     path("w/<slug:slug>/messaging/archive/", views_channels.archive, name="archive"),
+    path("w/<slug:slug>/messaging/settings/", views_settings.messaging_settings, name="messaging_settings"),
     path("w/<slug:slug>/messaging/archive/<int:delivery_id>/", views_channels.delivery, name="delivery"),
     path("w/<slug:slug>/messaging/sends/<int:send_id>/", views_sends.send_page, name="send"),
     path(
