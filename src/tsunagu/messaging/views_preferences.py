@@ -145,9 +145,10 @@ def _page(request: HttpRequest, customer: Any, token: str, lang: str, saved: boo
 
 
 def _private(response: HttpResponse) -> HttpResponse:
-    # The token in the URL is the customer's key to this page: no cache keeps it, no link leaks it.
+    # The token in the URL is the customer's key to this page: no cache keeps it, no other site is told it.
+    # Not "no-referrer": browsers then send "Origin: null" with the form, which CSRF protection refuses.
     response["Cache-Control"] = "no-store, private"
-    response["Referrer-Policy"] = "no-referrer"
+    response["Referrer-Policy"] = "same-origin"
     response["X-Robots-Tag"] = "noindex"
     return response
 
