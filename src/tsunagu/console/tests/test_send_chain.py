@@ -25,6 +25,8 @@ EMAIL = {"channel": "email", "locale": "ja", "subject": "発送のお知らせ",
 def sends(workspace: Any, hanako: Any) -> dict[str, Any]:
     """Three sends to 花子 at 23:00 JST: LINE → SMS → email (no LINE or SMS channel: made by email), a
     marketing email without opt-in (skipped), a marketing in-app message (delayed until 08:00)."""
+    workspace.quiet_hours = {"marketing": {"start": "21:00", "end": "08:00"}}
+    workspace.save(update_fields=["quiet_hours"])
     smtp = {"host": "127.0.0.1", "port": 2525, "security": "none", "from_email": "info@shop.example"}
     channel_create(workspace=workspace, type="email", name="SMTP", config=smtp, actor=SYSTEM)
     variants = [{"channel": "line", "locale": "ja", "text": "発送しました"},

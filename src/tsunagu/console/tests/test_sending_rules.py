@@ -21,6 +21,15 @@ pytestmark = pytest.mark.django_db
 PATH = "/w/shop-a/messaging/settings/"
 
 
+@pytest.fixture(autouse=True)
+def new_workspace_rules(workspace: Any) -> None:
+    """The rules a new workspace starts with: marketing quiet from 21:00 to 08:00, no caps, no holidays."""
+    from tsunagu.core.models import default_quiet_hours
+
+    workspace.quiet_hours = default_quiet_hours()
+    workspace.save(update_fields=["quiet_hours"])
+
+
 def form(**changes: str) -> dict[str, str]:
     """The page's form as shown for the defaults (marketing quiet 21:00–08:00, no caps), with ``changes``."""
     body = {"timezone": "Asia/Tokyo", "holidays": "", "qh-marketing-on": "1", "qh-marketing-start": "21:00",

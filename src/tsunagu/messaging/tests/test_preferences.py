@@ -24,7 +24,10 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def shop(workspace: Any, send: Any) -> Any:
-    """花子 with an email address, an SMTP and an SMS channel, and a marketing email communication."""
+    """花子 with an email address, an SMTP and an SMS channel, and a marketing email communication; no quiet
+    hours (the suite runs at any hour)."""
+    workspace.quiet_hours = {}
+    workspace.save(update_fields=["quiet_hours"])
     customer = identified(send, workspace, name="山田 花子", email="hanako@example.jp", phone="+819012345678")
     smtp = {"host": "127.0.0.1", "port": 2525, "security": "none", "from_email": "info@shop.example"}
     channel_create(workspace=workspace, type="email", name="SMTP", config=smtp, actor=SYSTEM)
