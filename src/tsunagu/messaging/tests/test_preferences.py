@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 import pytest
+from django.core import signing
 from django.test import Client
 
 from tsunagu.core.permissions import SYSTEM
@@ -67,7 +68,9 @@ def test_a_forged_or_altered_token_gets_a_page_that_tells_nothing(shop: Any) -> 
     forged = [
         good[:-2] + ("AA" if not good.endswith("AA") else "BB"),
         f"/m/p/{shop.pk}",
-        "/m/p/" + preferences_token(shop.pk).replace(str(shop.pk), str(shop.pk + 1), 1),
+        # Another customer's id under this customer's signature.
+        "/m/p/" + preferences_token(shop.pk + 1).rsplit(":", 1)[0] + ":" + preferences_token(shop.pk).rsplit(":", 1)[1],
+        "/m/p/" + signing.dumps(shop.pk, salt="another purpose"),
         "/m/p/" + preferences_token(999999),  # ours, but no such customer
     ]
     for path in forged:
