@@ -95,9 +95,11 @@ def _record(customer: Any, channel: str, topic: str, granted: bool, text: str) -
 
 
 def _apply(customer: Any, post: Any) -> int:
-    """Record what the posted form changes, and return how many decisions were recorded. Per topic: the
-    "every channel" box changed applies to every channel (the channel boxes, sent as they were shown, are
-    not read then); otherwise each channel box that differs from the customer's state is a decision."""
+    """Record what the posted form changes, and return how many decisions were recorded: per topic, each
+    box that differs from what the page showed is a decision — "every channel" first, so that a channel
+    box changed in the same form (a later decision) wins for its channel. A box left as shown records
+    nothing: unticking "every channel" stops the channels still ticked (the page has no script to untick
+    them)."""
     if post.get("action") == "unsubscribe_all":
         text = _("Unsubscribe from all: stop every message except those about my own transactions.")
         for topic, _title, _help in TOPICS:
@@ -110,7 +112,6 @@ def _apply(customer: Any, post: Any) -> int:
         if every != before[topic][""]:
             _record(customer, "", topic, every, wording(topic, "", every))
             count += 1
-            continue
         for channel, allowed in before[topic].items():
             wanted = post.get(f"{topic}-{channel}") == "1"
             if channel and wanted != allowed:

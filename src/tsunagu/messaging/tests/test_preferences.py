@@ -127,13 +127,25 @@ def test_choices_are_recorded_with_their_source_and_wording_and_reach_the_timeli
 def test_unticking_every_channel_revokes_the_topic_everywhere(shop: Any) -> None:
     path = page_path(shop)
     client, csrf = csrf_client(path, "en")
-    # The channel boxes come back ticked (no script unticks them) and are not read when "every channel" moved.
+    # The channel boxes come back ticked as shown (no script unticks them): left as they were, they record nothing.
     client.post(path + "?lang=en", {"csrfmiddlewaretoken": csrf, "action": "save", "marketing-all": "1",
                                     "service-email": "1", "service-sms": "1"})
     row = Consent.objects.get()
     assert (row.channel, row.topic, row.status) == ("", "service", "revoked")
     assert row.text == "Do not receive “Service notices” by every channel"
     assert checked(client.get(path + "?lang=en").content.decode()) == {"marketing-all"}
+
+
+def test_a_channel_ticked_with_every_channel_unticked_is_kept(shop: Any) -> None:
+    path = page_path(shop)
+    client, csrf = csrf_client(path, "en")
+    # Marketing off everywhere, but SMS marketing newly ticked: the later decision wins for SMS.
+    client.post(path + "?lang=en", {"csrfmiddlewaretoken": csrf, "action": "save", "marketing-sms": "1",
+                                    "service-all": "1", "service-email": "1", "service-sms": "1"})
+    rows = list(Consent.objects.order_by("id").values_list("channel", "topic", "status"))
+    assert rows == [("", "marketing", "revoked"), ("sms", "marketing", "granted")]
+    assert checked(client.get(path).content.decode()) == {"marketing-sms", "service-all", "service-email",
+                                                          "service-sms"}
 
 
 def test_unsubscribe_from_all_revokes_marketing_and_service(shop: Any) -> None:
