@@ -81,7 +81,9 @@ def _choices(customer: Any) -> dict[str, dict[str, bool]]:
 def wording(topic: str, channel: str, granted: bool) -> str:
     """The sentence a choice means, in the active language: what the consent record keeps as its proof."""
     title = str(dict((t, title) for t, title, _h in TOPICS)[topic])
-    where = str(CHANNEL_NAMES[channel]) if channel else _("every channel")
+    if not channel:  # the topic's own box: every channel
+        return (_("Receive “%(topic)s”") if granted else _("Do not receive “%(topic)s”")) % {"topic": title}
+    where = str(CHANNEL_NAMES[channel])
     if granted:
         return _("Receive “%(topic)s” by %(channel)s") % {"topic": title, "channel": where}
     return _("Do not receive “%(topic)s” by %(channel)s") % {"topic": title, "channel": where}
@@ -96,10 +98,10 @@ def _record(customer: Any, channel: str, topic: str, granted: bool, text: str) -
 
 def _apply(customer: Any, post: Any) -> int:
     """Record what the posted form changes, and return how many decisions were recorded: per topic, each
-    box that differs from what the page showed is a decision — "every channel" first, so that a channel
-    box changed in the same form (a later decision) wins for its channel. A box left as shown records
-    nothing: unticking "every channel" stops the channels still ticked (the page has no script to untick
-    them)."""
+    box that differs from what the page showed is a decision — the topic's own box (every channel) first,
+    so that a channel box changed in the same form (a later decision) wins for its channel. A box left as
+    shown records nothing: unticking the topic's box stops the channels still ticked (the page has no
+    script to untick them)."""
     if post.get("action") == "unsubscribe_all":
         text = _("Unsubscribe from all: stop every message except those about my own transactions.")
         for topic, _title, _help in TOPICS:

@@ -132,7 +132,7 @@ def test_unticking_every_channel_revokes_the_topic_everywhere(shop: Any) -> None
                                     "service-email": "1", "service-sms": "1"})
     row = Consent.objects.get()
     assert (row.channel, row.topic, row.status) == ("", "service", "revoked")
-    assert row.text == "Do not receive “Service notices” by every channel"
+    assert row.text == "Do not receive “Service notices”"
     assert checked(client.get(path + "?lang=en").content.decode()) == {"marketing-all"}
 
 
