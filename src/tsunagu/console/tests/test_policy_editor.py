@@ -112,3 +112,13 @@ def test_each_step_offers_only_the_waits_its_channel_reports(client_en: Any, shi
     assert 'value="read"' in waits and 'value="delivered"' not in waits
     # A blank row to add the next step, offering the variants' channels.
     assert re.search(r'<select id="p1-channel".*?value="line".*?value="sms".*?value="email"', email, re.S)
+
+
+def test_a_new_communication_is_created_with_its_policy(client_en: Any, workspace: Any) -> None:
+    body = form([("email", "read", "1", "hours"), ("sms", "", "", "minutes")])
+    body["key"] = "welcome"
+    answer = client_en.post(f"{A}/new", body)
+    assert answer.status_code == 302, answer.content.decode()[:2000]
+    comm = Communication.objects.get(workspace=workspace, key="welcome")
+    assert comm.policy == {"steps": [{"channel": "email", "wait": {"read": 3600}}, {"channel": "sms"}],
+                           "late_success": "ignore"}
