@@ -7,6 +7,7 @@ from tsunagu.api import api
 from tsunagu.events import metrics, tracking
 from tsunagu.events.selectors import ingestion_overview
 from tsunagu.messaging import views as messaging_views
+from tsunagu.messaging import views_preferences
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -61,6 +62,7 @@ urlpatterns = [
     path("b", tracking.browser_batch),
     path("m/in/<str:token>/<str:webhook>", messaging_views.inbound, name="messaging-inbound"),
     path("m/u/<str:token>", messaging_views.unsubscribe, name="messaging-unsubscribe"),
+    path("m/p/<str:token>", views_preferences.preferences, name="messaging-preferences"),
     path("m/o/<str:token>.gif", messaging_views.track_open, name="messaging-open"),
     path("m/c/<str:token>", messaging_views.track_click, name="messaging-click"),
     path("m/push/<str:token>/subscribe", messaging_views.push_subscribe, name="messaging-push-subscribe"),

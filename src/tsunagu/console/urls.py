@@ -1,7 +1,15 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from tsunagu.console import views, views_channels, views_messaging, views_team
+from tsunagu.console import (
+    views,
+    views_channels,
+    views_consent,
+    views_messaging,
+    views_sends,
+    views_settings,
+    views_team,
+)
 
 app_name = "console"
 urlpatterns = [
@@ -31,6 +39,7 @@ urlpatterns = [
     path("w/<slug:slug>/messaging/new", views_messaging.communication_new, name="communication_new"),
     path("w/<slug:slug>/messaging/preview", views_messaging.communication_preview, name="communication_preview"),
     path("w/<slug:slug>/messaging/picker", views_messaging.customer_picker, name="customer_picker"),
+    path("w/<slug:slug>/messaging/policy", views_messaging.communication_policy, name="communication_policy"),
     path("w/<slug:slug>/messaging/c/<str:key>/", views_messaging.communication_edit, name="communication"),
     path(
         "w/<slug:slug>/messaging/c/<str:key>/versions",
@@ -51,10 +60,17 @@ urlpatterns = [
     ),
     path("w/<slug:slug>/messaging/channels/<int:channel_id>/test", views_channels.channel_test, name="channel_test"),
     path("w/<slug:slug>/messaging/archive/", views_channels.archive, name="archive"),
+    path("w/<slug:slug>/messaging/settings/", views_settings.messaging_settings, name="messaging_settings"),
     path("w/<slug:slug>/messaging/archive/<int:delivery_id>/", views_channels.delivery, name="delivery"),
+    path("w/<slug:slug>/messaging/sends/<int:send_id>/", views_sends.send_page, name="send"),
     path(
         "w/<slug:slug>/customers/<int:customer_id>/messages/",
         views_channels.customer_messages_page,
         name="customer_messages",
+    ),
+    path(
+        "w/<slug:slug>/customers/<int:customer_id>/consent/",
+        views_consent.customer_consent,
+        name="customer_consent",
     ),
 ]

@@ -264,6 +264,8 @@ def customer(request: HttpRequest, workspace: Any, customer_id: int) -> HttpResp
         key=lambda c: c["at"],
         reverse=True,
     )
+    from tsunagu.console.views_consent import consents_in_force  # views_consent builds on this module
+
     return _page(
         request,
         workspace,
@@ -274,6 +276,7 @@ def customer(request: HttpRequest, workspace: Any, customer_id: int) -> HttpResp
         identities=list(customer_identities(customer=profile)),
         merges=list(customer_merges(customer=profile)[:50]),
         channels=channels,
+        current=consents_in_force(profile),
         timeline=[_timeline_row(e) for e in events],
         cursor=cursor,
         next_cursor=next_cursor,

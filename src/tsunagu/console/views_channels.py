@@ -55,6 +55,7 @@ from tsunagu.messaging.selectors import (
 from tsunagu.messaging.services import channel_create, channel_delete, channel_update, send_create
 
 MESSAGES_PER_PAGE = 50
+SENDS_SHOWN = 20
 CONFIG_LABELS = {
     "host": gettext_lazy("SMTP host"),
     "port": gettext_lazy("Port"),
@@ -422,6 +423,8 @@ def delivery(request: HttpRequest, workspace: Any, delivery_id: int) -> HttpResp
     events = [{"e": e, "label": status_label(e.status)} for e in found.events.order_by("at", "pk")]
     headers = sorted((k, v) for k, v in (found.headers or {}).items() if k != "extra")
     customer = customer_get(workspace=workspace, customer_id=found.customer_id) if found.customer_id else None
+    from tsunagu.console.views_sends import send_view  # views_sends builds on this module
+
     return messaging_page(
         request,
         workspace,
@@ -434,6 +437,7 @@ def delivery(request: HttpRequest, workspace: Any, delivery_id: int) -> HttpResp
         headers=headers,
         customer=customer,
         content=found.content or {},
+        send=send_view(found.send),
     )
 
 
@@ -452,12 +456,16 @@ def customer_messages_page(request: HttpRequest, workspace: Any, customer_id: in
     except TsunaguError:
         cursor = None
         rows, next_cursor = page_by_id_desc(qs, limit=MESSAGES_PER_PAGE, cursor=None)
+    from tsunagu.console.views_sends import send_view
+    from tsunagu.messaging.selectors_reports import customer_sends
+
     return _page(
         request,
         workspace,
         "messaging/customer_messages.html",
         "customers",
         customer=profile,
+        sends=[send_view(s) for s in customer_sends(customer=profile, limit=SENDS_SHOWN)] if not cursor else [],
         rows=[message_row(d) for d in rows],
         cursor=cursor,
         next_cursor=next_cursor,

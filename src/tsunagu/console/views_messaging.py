@@ -19,6 +19,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods, require_POST
 
+from tsunagu.console.policy_form import policy_section, policy_value, rows_from_policy, rows_from_post
 from tsunagu.console.views import _page, workspace_page
 from tsunagu.core.errors import PermissionDenied as ServicePermissionDenied
 from tsunagu.core.errors import TsunaguError
@@ -27,6 +28,7 @@ from tsunagu.customers.selectors import clean_query, customer_get, customer_rece
 from tsunagu.messaging.channels import TYPES, channel_class
 from tsunagu.messaging.links import public_base
 from tsunagu.messaging.preview import preview_variant
+from tsunagu.messaging.render import variant_channels
 from tsunagu.messaging.selectors import (
     communication_get,
     communication_list,
@@ -203,6 +205,8 @@ def _editor(
     field_errors: dict[str, str] | None = None,
     form_error: str = "",
     status: int = 200,
+    policy: tuple[list[dict[str, str]], str] = ([], "ignore"),
+    policy_errors: dict[str, str] | None = None,
 ) -> HttpResponse:
     default_locale = str(workspace.default_locale or "ja")
     locales = list(dict.fromkeys([default_locale, *LOCALES]))
@@ -222,9 +226,18 @@ def _editor(
         locales=locales,
         can_edit=can(request, workspace, Perm.COMMUNICATIONS),
         picker=picker_choices(workspace),
+        policy=editor_policy(variants, *policy, errors=policy_errors or {}),
     )
     response.status_code = status
     return response
+
+
+def editor_policy(
+    variants: list[dict[str, Any]], rows: list[dict[str, str]], late: str, *, errors: dict[str, str]
+) -> dict[str, Any]:
+    """The policy section for the variants in the form (their channels are the steps' choices)."""
+    channels = variant_channels([v for v in variants if v.get("channel") in TYPES])
+    return policy_section(rows, late, channels=channels, errors=errors, label=channel_label)
 
 
 def picker_choices(workspace: Any, q: str = "") -> list[Any]:
@@ -241,6 +254,8 @@ def picker_choices(workspace: Any, q: str = "") -> list[Any]:
 
 @workspace_page
 def communications(request: HttpRequest, workspace: Any) -> HttpResponse:
+    from tsunagu.console.views_sends import overview_counts  # views_sends builds on this module
+
     rows = []
     for comm in communication_list(workspace=workspace)[:500]:
         version = communication_version(communication=comm)
@@ -257,6 +272,7 @@ def communications(request: HttpRequest, workspace: Any) -> HttpResponse:
         "communications",
         rows=rows,
         can_edit=can(request, workspace, Perm.COMMUNICATIONS),
+        counts=overview_counts(workspace),
     )
 
 
@@ -268,15 +284,18 @@ def _save(request: HttpRequest, workspace: Any, comm: Any) -> HttpResponse:
     """Add a variant, or save through the services; errors go beside the field the error names."""
     head = _head_from_post(request.POST)
     variants, errors = variants_from_post(request.POST)
+    rows, late = rows_from_post(request.POST)
+    form = {"comm": comm, "head": head, "variants": variants, "policy": (rows, late)}
     if request.POST.get("action") == "add":
         channel, locale = request.POST.get("new_channel", ""), request.POST.get("new_locale", "").strip()
         if channel in available_types() and len(variants) < MAX_VARIANTS:
             variants.append({"channel": channel, "locale": locale or workspace.default_locale})
-        return _editor(request, workspace, comm=comm, head=head, variants=variants)
+        return _editor(request, workspace, **form)
     if not can(request, workspace, Perm.COMMUNICATIONS):
         raise PermissionDenied
-    if errors:
-        return _editor(request, workspace, comm=comm, head=head, variants=variants, errors=errors, status=400)
+    policy, policy_errors = policy_value(rows, late)
+    if errors or policy_errors:
+        return _editor(request, workspace, **form, errors=errors, policy_errors=policy_errors, status=400)
     try:
         if comm is None:
             comm, warnings = communication_create(
@@ -285,12 +304,14 @@ def _save(request: HttpRequest, workspace: Any, comm: Any) -> HttpResponse:
                 name=head["name"],
                 topic=head["topic"],
                 variants=variants,
+                policy=policy,
                 actor=request.user,
             )
             number = 1
         else:
             version, warnings = communication_update(
-                communication=comm, actor=request.user, variants=variants, name=head["name"], topic=head["topic"]
+                communication=comm, actor=request.user, variants=variants, name=head["name"], topic=head["topic"],
+                policy=policy,
             )
             number = version.number
     except ServicePermissionDenied as exc:
@@ -299,18 +320,12 @@ def _save(request: HttpRequest, workspace: Any, comm: Any) -> HttpResponse:
         where = _variant_error(exc, variants)
         if where is not None:
             errors[where] = exc.message
-            return _editor(request, workspace, comm=comm, head=head, variants=variants, errors=errors, status=400)
+            return _editor(request, workspace, **form, errors=errors, status=400)
+        if (exc.field or "").startswith("policy"):
+            return _editor(request, workspace, **form, policy_errors={exc.field or "policy": exc.message}, status=400)
         if exc.field in ("key", "name", "topic"):
-            return _editor(
-                request,
-                workspace,
-                comm=comm,
-                head=head,
-                variants=variants,
-                field_errors={exc.field: exc.message},
-                status=400,
-            )
-        return _editor(request, workspace, comm=comm, head=head, variants=variants, form_error=exc.message, status=400)
+            return _editor(request, workspace, **form, field_errors={exc.field: exc.message}, status=400)
+        return _editor(request, workspace, **form, form_error=exc.message, status=400)
     messages.success(request, _("Saved as version %(number)s.") % {"number": number})
     for warning in warnings:
         messages.warning(request, warning)
@@ -353,7 +368,19 @@ def communication_edit(request: HttpRequest, workspace: Any, key: str) -> HttpRe
         comm=comm,
         head={"key": comm.key, "name": comm.name, "topic": comm.topic},
         variants=[dict(v) for v in version.variants],
+        policy=(rows_from_policy(comm.policy), str((comm.policy or {}).get("late_success", "ignore"))),
     )
+
+
+@workspace_page
+@require_POST
+def communication_policy(request: HttpRequest, workspace: Any) -> HttpResponse:
+    """The policy section again (an htmx fragment) for the form as it stands: after a step's channel
+    changed, its wait offers what that channel reports."""
+    variants, _errors = variants_from_post(request.POST)
+    rows, late = rows_from_post(request.POST)
+    context = {"workspace": workspace, "policy": editor_policy(variants, rows, late, errors={})}
+    return render(request, "console/messaging/_policy.html", context)
 
 
 # --- live preview -------------------------------------------------------------------------------------
