@@ -37,7 +37,7 @@ from tsunagu.events.applier import events_apply_pending
 from tsunagu.events.selectors import event_count, source_list
 from tsunagu.events.services import events_append, source_create
 from tsunagu.events.validation import ParsedEvent, parse_event
-from tsunagu.messaging.timeline import delivery_events_publish
+from tsunagu.messaging.timeline import delivery_events_publish, send_events_publish
 
 # Events appended between two runs of the applier: the progress bar moves as profiles are written.
 _APPLY_EVERY = 5000
@@ -218,7 +218,7 @@ def demo_load(
                 advance(_apply(workspace))
             # Three weeks of messages, and their outcomes on the timeline through the same log.
             sent = demo_messaging(workspace=workspace, actor=DEMO_ACTOR, end=received_at, seed=SEED)
-            while delivery_events_publish(limit=2000):
+            while delivery_events_publish(limit=2000) + send_events_publish(limit=2000):
                 pass
             events_apply_pending(workspace_id=workspace.pk)
             audit_record(

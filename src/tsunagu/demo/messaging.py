@@ -14,6 +14,7 @@ from typing import Any
 
 from tsunagu.customers.selectors import customer_list
 from tsunagu.messaging.delivery import Report, delivery_report
+from tsunagu.messaging.failover import send_run
 from tsunagu.messaging.services import channel_create, channel_update, communication_create, send_create
 
 CHANNELS: list[tuple[str, str, dict[str, Any]]] = [
@@ -180,6 +181,30 @@ def _consents(people: list[Any], *, rng: random.Random, actor: Any, end: dt.date
                         at=end - dt.timedelta(days=rng.uniform(1, 20)), event=False)
 
 
+def _play(delivery: Any, *, at: dt.datetime, rng: random.Random) -> dt.datetime:
+    """Report what became of one message, as its provider would have; returns the time of the last report."""
+    t = at + dt.timedelta(seconds=rng.uniform(1, 20))
+    delivery_report(delivery=delivery, report=Report(status="sent", at=t))
+    if delivery.channel_type == "in_app":
+        delivery_report(delivery=delivery, report=Report(status="delivered", at=t))
+    for status, chance in _OUTCOMES.get(delivery.channel_type, []):
+        if rng.random() >= chance:
+            continue
+        t += dt.timedelta(minutes=rng.uniform(1, 600))
+        reason = {"bounced": "550 5.1.1 user unknown", "failed": "30003 Unreachable destination handset"}.get(
+            status, ""
+        )
+        delivery_report(delivery=delivery, report=Report(status=status, at=t, reason=reason))
+        if status in ("bounced", "failed"):
+            break
+    return t
+
+
+def _failed(delivery: Any) -> bool:
+    delivery.refresh_from_db(fields=["status"])
+    return delivery.status in ("failed", "bounced")
+
+
 def demo_messaging(*, workspace: Any, actor: Any, end: dt.datetime, seed: int, sends: int = 400) -> int:
     """Create the demo's channels and communications and ``sends`` archived deliveries over the three weeks
     before ``end``. Returns the number of sends recorded."""
@@ -203,23 +228,19 @@ def demo_messaging(*, workspace: Any, actor: Any, end: dt.datetime, seed: int, s
             data={"order_id": f"TM-{rng.randrange(100000, 999999)}"},
         )
         made += 1
-        delivery = send.deliveries.order_by("-id").first()
-        if delivery is None or delivery.status != "queued":
-            continue  # no step could be used (no address, no opt-in): the skipped send is on record too
-        t = at + dt.timedelta(seconds=rng.uniform(1, 20))
-        delivery_report(delivery=delivery, report=Report(status="sent", at=t))
-        if delivery.channel_type == "in_app":
-            delivery_report(delivery=delivery, report=Report(status="delivered", at=t))
-        for status, chance in _OUTCOMES.get(delivery.channel_type, []):
-            if rng.random() >= chance:
+        t = at
+        # Each message of the chain plays out at its time; a failed or bounced one fails over to the next
+        # step then and there (``send_run`` at that moment), so the history is whole before the worker runs.
+        for _step in range(3):
+            delivery = send.deliveries.order_by("-id").first()
+            if delivery is None or delivery.status != "queued":
+                break  # no step could be used (no address, no opt-in): the skipped send is on record too
+            t = _play(delivery, at=t, rng=rng)
+            if _failed(delivery):
+                send_run(send_id=send.pk, now=t + dt.timedelta(seconds=1))
+                t += dt.timedelta(seconds=1)
                 continue
-            t += dt.timedelta(minutes=rng.uniform(1, 600))
-            reason = {"bounced": "550 5.1.1 user unknown", "failed": "30003 Unreachable destination handset"}.get(
-                status, ""
-            )
-            delivery_report(delivery=delivery, report=Report(status=status, at=t, reason=reason))
-            if status in ("bounced", "failed"):
-                break
+            break
     for channel in channels:
         if channel.type != "in_app":
             channel_update(channel=channel, actor=actor, enabled=False)

@@ -497,6 +497,18 @@ def _claim(*, worker_id: str, limit: int, now: dt.datetime) -> list[int]:
     return ids
 
 
+def send_run(*, send_id: int, now: dt.datetime | None = None) -> None:
+    """Advance one send at ``now`` in its own transaction, outside the worker's claims: the demo replaying
+    its history (a failover at the moment a message failed, years ago)."""
+    with transaction.atomic():
+        send = (
+            Send.objects.select_related("workspace", "version", "customer")
+            .prefetch_related("customer__identities", Prefetch("attempts", Attempt.objects.select_related("delivery")))
+            .get(pk=send_id)
+        )
+        send_advance(send, now=now)
+
+
 def sends_run_due(*, worker_id: str, limit: int = 200) -> int:
     """Claim up to ``limit`` due sends and advance each (``send_advance``), in one transaction for the
     batch with a savepoint a send: one broken send is logged and left for later, the others go on.

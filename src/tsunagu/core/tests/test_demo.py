@@ -56,13 +56,20 @@ def test_loads_once_and_second_call_only_reports(demo, tmp_path):
 
 
 def test_the_demo_has_communications_and_weeks_of_archived_messages(demo):
-    from tsunagu.messaging.models import Channel, Communication, Delivery
+    from tsunagu.messaging.models import Attempt, Channel, Communication, Consent, Delivery, Send
 
     workspace = workspace_get(slug="demo")
     assert set(Communication.objects.filter(workspace=workspace).values_list("key", flat=True)) == {
         "order-shipped", "cart-reminder", "point-expiry", "refund-done"}
+    sends = Send.objects.filter(workspace=workspace)
+    assert sends.count() == 400
     deliveries = Delivery.objects.filter(workspace=workspace)
-    assert deliveries.count() == 400
+    # Some sends could use no step (no address, no opt-in: skipped), some failed over to a second message.
+    assert sends.filter(status="skipped").exists()
+    failed_over = Attempt.objects.filter(send__workspace=workspace, reason__in=("failed", "bounced"))
+    assert failed_over.exists()
+    assert Attempt.objects.filter(send__in=failed_over.values("send"), step__gt=0).exists()
+    assert Consent.objects.filter(workspace=workspace, status="granted", source="signup_form").exists()
     statuses = set(deliveries.values_list("status", flat=True))
     assert {"sent", "delivered", "failed"} <= statuses and "queued" not in statuses
     assert deliveries.filter(opened_at__isnull=False).exists()
