@@ -38,6 +38,10 @@ from tsunagu.messaging.channels.email_text import html_to_text
 
 SECURITY = ("starttls", "tls", "none")
 DEFAULT_TIMEOUT = 30.0
+# SMTP connections one worker keeps to a relay, each with one message on the wire at a time: the round
+# trips of a send are waiting, not work, so a few connections overlap them (docs/performance.md).
+DEFAULT_CONNECTIONS = 4
+MAX_CONNECTIONS = 20
 
 # RFC 5322 dot-atom local part (ASCII; addresses needing SMTPUTF8 are refused) and a DNS domain.
 _LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
@@ -46,6 +50,7 @@ _ADDRESS = re.compile(rf"{_LOCAL}@{_DOMAIN}")
 _MSGID_LEFT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+")
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 _CRLF = re.compile(r"[\r\n]+")
+_BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
 def address_is_valid(address: str) -> bool:
@@ -159,7 +164,9 @@ def _body(text: str) -> tuple[str, bytes]:
     data = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n").encode("utf-8")
     if data.isascii() and all(len(line) <= 998 for line in data.split(b"\r\n")):
         return "7bit", data
-    qp = binascii.b2a_qp(data, istext=True)
+    # b2a_qp breaks long lines with the line end it sees first, and with a bare LF when the text has none:
+    # a bare LF is not a line end on the wire, so a "." after one would miss SMTP's dot-stuffing.
+    qp = _BARE_LF.sub(b"\r\n", binascii.b2a_qp(data, istext=True))
     b64 = base64.encodebytes(data).replace(b"\n", b"\r\n").rstrip(b"\r\n")
     if len(qp) <= len(b64):
         return "quoted-printable", qp
@@ -225,14 +232,14 @@ BOUNCE_FIELDS = (
 
 
 class Channel(ChannelBase):
-    """One SMTP relay. An instance belongs to one worker thread: it keeps one connection open across
-    ``send`` calls until ``close``."""
+    """One SMTP relay. An instance is used by one thread at a time: it keeps one connection open across
+    ``send`` calls until ``close``. The engine keeps ``lanes`` (``connections``) instances a worker."""
 
     type = "email"
     finish_first = True
     secret_fields = ("password", "bounce_password", "bounce_webhook_secret")
     required_fields = ("host", "port", "security", "from_email")
-    optional_fields = ("username", "password", "from_name", "reply_to", "timeout") + BOUNCE_FIELDS
+    optional_fields = ("username", "password", "from_name", "reply_to", "timeout", "connections") + BOUNCE_FIELDS
     # A provider-neutral bounce webhook (``messaging.bounces.bounce_webhook_parse``), signed per Standard
     # Webhooks with ``bounce_webhook_secret``.
     webhooks = ("bounces",)
@@ -251,6 +258,7 @@ class Channel(ChannelBase):
         self._from_shown = f"{name} <{self.from_email}>" if name else self.from_email
         reply_to = str(config.get("reply_to") or "")
         self._reply_to = encode_header("Reply-To", reply_to) if reply_to else ""
+        self.lanes = int(config.get("connections") or DEFAULT_CONNECTIONS)
 
     # ---------------------------------------------------------------- configuration and content
     @classmethod
@@ -305,6 +313,11 @@ class Channel(ChannelBase):
             isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 600
         ):
             raise ValidationError("must be a number of seconds, at most 600", field="config.timeout")
+        connections = cleaned.get("connections")
+        if connections is not None and (
+            isinstance(connections, bool) or not isinstance(connections, int) or not 1 <= connections <= MAX_CONNECTIONS
+        ):
+            raise ValidationError(f"must be a whole number from 1 to {MAX_CONNECTIONS}", field="config.connections")
         return cleaned
 
     @classmethod
