@@ -57,7 +57,7 @@ def _fast_sink(port: int, counter: Any, ready: Any) -> None:
                     counter.value += 1
                 writer.write(b"250 OK queued\r\n")
             elif verb == b"EHLO":
-                writer.write(b"250-sink\r\n250 8BITMIME\r\n")
+                writer.write(b"250-sink\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
             elif verb == b"QUIT":
                 writer.write(b"221 bye\r\n")
                 await writer.drain()
@@ -120,7 +120,7 @@ def baseline(port: int, n: int, counter: Any) -> float:
     return n / (time.perf_counter() - started)
 
 
-def tsunagu(port: int, n: int, counter: Any) -> tuple[float, dict[str, float]]:
+def tsunagu(port: int, n: int, counter: Any, connections: int | None = None) -> tuple[float, dict[str, float]]:
     import django
 
     django.setup()
@@ -152,7 +152,7 @@ def tsunagu(port: int, n: int, counter: Any) -> tuple[float, dict[str, float]]:
     channel_create(
         workspace=ws, type="email", name="smtp", actor=SYSTEM,
         config={"host": "127.0.0.1", "port": port, "security": "none", "from_email": "info@tsunagu-mart.example",
-                "from_name": "つなぐマート"},
+                "from_name": "つなぐマート", **({"connections": connections} if connections else {})},
     )
     communication_create(
         workspace=ws, key="order-shipped", name="発送", topic="service", actor=SYSTEM,

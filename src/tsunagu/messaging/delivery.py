@@ -38,7 +38,7 @@ from tsunagu.messaging.channels.base import ChannelBase, DeliveryError, Message,
 from tsunagu.messaging.links import links_for, public_base
 from tsunagu.messaging.models import Delivery, DeliveryEvent, PushSubscription, Suppression
 from tsunagu.messaging.selectors import channel_config
-from tsunagu.messaging.sql import delivery_update, events_insert
+from tsunagu.messaging.sql import claimed_load, customer_contexts, delivery_update, events_insert
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ IDEMPOTENT = frozenset({"line", "webhook", "in_app"})
 # The order of the main states: a report never moves a delivery backwards (a late "sent" after "delivered").
 RANK = {"queued": 0, "sending": 1, "sent": 2, "delivered": 3, "failed": 4, "bounced": 4}
 ENGAGEMENT = frozenset({"opened", "clicked", "replied", "unsubscribed"})
+_UNSET = object()
 # At most this many sends of one worker on the wire at once (a channel's ``lanes`` is capped to it).
 MAX_LANES = 20
 
@@ -132,8 +133,13 @@ def delivery_render(delivery: Delivery) -> dict[str, Any]:
         raise ValueError(f"version {delivery.version.number} has no {delivery.channel_type} variant")
     base = public_base()
     links = _links(delivery)
+    customer = getattr(delivery, "_customer_context", _UNSET)
+    if customer is _UNSET:  # not a delivery of the claim (``_load_claimed`` reads the contexts together)
+        customer = customer_context(delivery.customer)
+    elif customer is None:
+        customer = customer_context(None)
     context = {
-        "customer": customer_context(delivery.customer),
+        "customer": customer,
         "event": send.event or {},
         "data": send.data or {},
         **links,
@@ -170,29 +176,27 @@ def _claim(*, worker_id: str, limit: int) -> list[Delivery]:
 
 def _load_claimed(ids: list[int], worker_id: str) -> list[Delivery]:
     """The claimed deliveries with what sending needs. The rows of a batch share a few workspaces,
-    versions and communications: each is read and decoded once, not once a row (a version's variants
-    decoded 200 times was most of a claim's cost); customers come without what only profiles need."""
-    from tsunagu.customers.models import Customer
-    from tsunagu.messaging.models import Communication, CommunicationVersion
+    versions, communications and channels: each is read and decoded once, not once a row (a version's
+    variants decoded 200 times was most of a claim's cost). The deliveries, their sends and their
+    customers' template context come as rows (``sql.claimed_load``, ``sql.customer_contexts``), not
+    through the ORM's instances and prefetches, which cost more than sending."""
+    from tsunagu.messaging.models import Channel, Communication, CommunicationVersion
 
-    rows = list(
-        Delivery.objects.filter(pk__in=ids, locked_by=worker_id)
-        .select_related("send", "channel")
-        .defer("raw")
-        .order_by("id")
-    )
+    rows = claimed_load(ids, worker_id)
     workspaces = {w.pk: w for w in Workspace.objects.filter(pk__in={d.workspace_id for d in rows})}
     versions = CommunicationVersion.objects.in_bulk({d.version_id for d in rows})
     communications = Communication.objects.in_bulk({d.communication_id for d in rows})
-    customers = Customer.objects.defer("trait_times", "channels", "search_text").prefetch_related("identities")
-    people = customers.in_bulk({d.customer_id for d in rows if d.customer_id})
+    channels = Channel.objects.in_bulk({d.channel_id for d in rows if d.channel_id})
+    contexts = customer_contexts({d.customer_id for d in rows if d.customer_id})
     for d in rows:
         d.workspace = workspaces[d.workspace_id]
         d.version = versions[d.version_id]
         d.communication = communications[d.communication_id]
-        d.customer = people.get(d.customer_id) if d.customer_id else None
+        d.channel = channels.get(d.channel_id) if d.channel_id else None
         if d.channel is not None:
             d.channel.workspace = d.workspace
+        # What ``customer_context`` would make of ``d.customer`` (not loaded: read on access).
+        d._customer_context = contexts.get(d.customer_id) if d.customer_id else None
     return rows
 
 

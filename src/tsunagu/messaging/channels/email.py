@@ -51,6 +51,7 @@ _MSGID_LEFT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+")
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 _CRLF = re.compile(r"[\r\n]+")
 _BARE_LF = re.compile(rb"(?<!\r)\n")
+_LINE_DOT = re.compile(rb"(?m)^\.")
 
 
 def address_is_valid(address: str) -> bool:
@@ -185,6 +186,13 @@ def _inliner() -> Any:
 def _local_hostname() -> str:
     # smtplib asks for the FQDN on every connection; a reverse lookup per connection is wasted time.
     return socket.getfqdn()
+
+
+def _dot_stuffed(raw: bytes) -> bytes:
+    """The message as DATA carries it (RFC 5321 4.5.2): a line starting with "." gets another, and the
+    final "." line."""
+    data = _LINE_DOT.sub(b"..", raw)
+    return data + (b"" if data.endswith(b"\r\n") else b"\r\n") + b".\r\n"
 
 
 def _reply(code: int, text: bytes | str) -> str:
@@ -485,24 +493,30 @@ class Channel(ChannelBase):
         return Outcome(status="sent", provider_id=message_id, headers=headers, raw=raw)
 
     def transmit(self, address: str, raw: bytes) -> None:
-        """Hand ``raw`` to the relay for ``address``. Raises ``DeliveryError``."""
+        """Hand ``raw`` to the relay for ``address``. Raises ``DeliveryError``.
+
+        With a relay that offers PIPELINING (RFC 2920; Postfix, Exim, the big providers' endpoints do)
+        MAIL, RCPT and DATA go in one write and their replies are read together: two round trips a
+        message instead of four."""
         for attempt in (1, 2):
             reused = self._conn is not None
             conn = self._conn or self._open()
             self._conn = conn
+            pipelined = conn.has_extn("pipelining")
             try:
-                code, text = conn.mail(self.from_email)
+                replies = self._envelope(conn, address) if pipelined else [conn.mail(self.from_email)]
             except (smtplib.SMTPServerDisconnected, OSError) as exc:
                 # Nothing was handed over yet, so a connection the relay closed while idle is reopened once.
                 self._drop()
                 if reused and attempt == 1:
                     continue
                 raise DeliveryError(f"the SMTP server hung up: {exc}", permanent=False) from exc
-            if code == 421 and reused and attempt == 1:
+            if replies[0][0] == 421 and reused and attempt == 1:
                 self._drop()
                 continue
             break
         try:
+            code, text = replies[0]
             if code != 250:
                 self._reset()
                 # Whatever the code, the sender is the channel's, not the message's: never permanent.
@@ -512,15 +526,26 @@ class Channel(ChannelBase):
                 elif 500 <= code < 600:
                     hint = ": check the channel's from_email"
                 raise DeliveryError(f"sender {self.from_email} refused: {_reply(code, text)}{hint}", permanent=False)
-            code, text = conn.rcpt(address)
+            code, text = replies[1] if pipelined else conn.rcpt(address)
             if code not in (250, 251):
-                self._reset()
+                if pipelined and replies[2][0] == 354:
+                    self._drop()  # a relay that took DATA without a recipient: no clean way back but hanging up
+                else:
+                    self._reset()
                 raise _refusal("recipient", code, text, address)
-            try:
-                code, text = conn.data(raw)
-            except smtplib.SMTPDataError as exc:
-                self._reset()
-                raise _refusal("message", exc.smtp_code, exc.smtp_error, address) from exc
+            if pipelined:
+                code, text = replies[2]
+                if code != 354:
+                    self._reset()
+                    raise _refusal("message", code, text, address)
+                conn.send(_dot_stuffed(raw))
+                code, text = conn.getreply()
+            else:
+                try:
+                    code, text = conn.data(raw)
+                except smtplib.SMTPDataError as exc:
+                    self._reset()
+                    raise _refusal("message", exc.smtp_code, exc.smtp_error, address) from exc
             if code != 250:
                 self._reset()
                 raise _refusal("message", code, text, address)
@@ -528,6 +553,14 @@ class Channel(ChannelBase):
             # Past MAIL the relay may already hold the message: no retry here; the engine decides.
             self._drop()
             raise DeliveryError(f"the SMTP conversation broke off: {exc}", permanent=False) from exc
+
+    def _envelope(self, conn: smtplib.SMTP, address: str) -> list[tuple[int, bytes]]:
+        """MAIL, RCPT and DATA in one write (PIPELINING); their three replies."""
+        conn.send(f"MAIL FROM:<{self.from_email}>\r\nRCPT TO:<{address}>\r\nDATA\r\n".encode("ascii"))
+        mail = conn.getreply()
+        if mail[0] == 421:  # the relay is closing the connection: nothing more will be answered
+            return [mail]
+        return [mail, conn.getreply(), conn.getreply()]
 
     def _reset(self) -> None:
         if self._conn is None:
