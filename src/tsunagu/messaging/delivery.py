@@ -357,7 +357,7 @@ class Runner:
         if not ready:
             return []
         started: list[Delivery] = []
-        moved: set[int] = set()
+        rendered_now: list[Delivery] = []
         try:
             with _txn():
                 self._apply_writes()
@@ -370,17 +370,17 @@ class Runner:
                                "updated_at": now, "lease_until": lease, **rendered}
                     if delivery_update(delivery.pk, changes, locked_by=self.worker_id):
                         started.append(delivery)
-                moved = {d.pk for d in started}
-                _index([d for d, rendered in ready if rendered and d.pk in moved])
+                        delivery.attempts += 1
+                        for name, value in rendered.items():
+                            setattr(delivery, name, value)
+                        if rendered:
+                            rendered_now.append(delivery)
+                # The archive's search index of what was just rendered, in the same commit.
+                _index(rendered_now)
         except Exception:  # noqa: BLE001 - the wave is retried later, the worker goes on
             for delivery, _ in ready:
                 self._broken(delivery)
             return []
-        for delivery, rendered in ready:
-            if delivery.pk in moved:
-                delivery.attempts += 1
-                for name, value in rendered.items():
-                    setattr(delivery, name, value)
         return started
 
     def _message(self, delivery: Delivery) -> Message:

@@ -52,6 +52,7 @@ _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 _CRLF = re.compile(r"[\r\n]+")
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _LINE_DOT = re.compile(rb"(?m)^\.")
+_QP_ESCAPED = bytes(range(128, 256))  # with "=": the bytes quoted-printable writes as =XX
 
 
 def address_is_valid(address: str) -> bool:
@@ -165,13 +166,24 @@ def _body(text: str) -> tuple[str, bytes]:
     data = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n").encode("utf-8")
     if data.isascii() and all(len(line) <= 998 for line in data.split(b"\r\n")):
         return "7bit", data
+    # Which is shorter is clear from the bytes QP must escape, except near a tie: only then are both made.
+    escaped = len(data) - len(data.translate(None, _QP_ESCAPED)) + data.count(b"=")
+    qp_estimate, b64_size = (len(data) + 2 * escaped) * 76 / 73, (len(data) + 2) // 3 * 4 * 78 / 76
+    if qp_estimate > 1.2 * b64_size:
+        return "base64", _base64(data)
     # b2a_qp breaks long lines with the line end it sees first, and with a bare LF when the text has none:
     # a bare LF is not a line end on the wire, so a "." after one would miss SMTP's dot-stuffing.
     qp = _BARE_LF.sub(b"\r\n", binascii.b2a_qp(data, istext=True))
-    b64 = base64.encodebytes(data).replace(b"\n", b"\r\n").rstrip(b"\r\n")
+    if qp_estimate < 0.8 * b64_size:
+        return "quoted-printable", qp
+    b64 = _base64(data)
     if len(qp) <= len(b64):
         return "quoted-printable", qp
     return "base64", b64
+
+
+def _base64(data: bytes) -> bytes:
+    return base64.encodebytes(data).replace(b"\n", b"\r\n").rstrip(b"\r\n")
 
 
 @functools.cache
