@@ -418,7 +418,10 @@ class Runner:
         return on_wire
 
     def _collect(self, on_wire: list[tuple[Delivery, Future[Any]]]) -> None:
-        for delivery, future in on_wire:
+        # Taken off the list one by one: if the wait is interrupted (KeyboardInterrupt), run_due's
+        # ``finally`` collects the rest, and none twice.
+        while on_wire:
+            delivery, future = on_wire.pop(0)
             try:
                 self._queue_outcome(delivery, future.result())
             except Exception:  # noqa: BLE001 - one broken delivery must not stop the others
