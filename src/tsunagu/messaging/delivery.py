@@ -22,6 +22,7 @@ import datetime as dt
 import functools
 import logging
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,11 +34,11 @@ from tsunagu.core import clock
 from tsunagu.core.jobs import backoff
 from tsunagu.core.models import Workspace
 from tsunagu.messaging.channels import channel_class
-from tsunagu.messaging.channels.base import ChannelBase, DeliveryError, Message
+from tsunagu.messaging.channels.base import ChannelBase, DeliveryError, Message, Outcome
 from tsunagu.messaging.links import links_for, public_base
 from tsunagu.messaging.models import Delivery, DeliveryEvent, PushSubscription, Suppression
 from tsunagu.messaging.selectors import channel_config
-from tsunagu.messaging.sql import delivery_update, events_insert, send_wake
+from tsunagu.messaging.sql import claimed_load, customer_contexts, delivery_update, events_insert, send_wake
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,9 @@ IDEMPOTENT = frozenset({"line", "webhook", "in_app"})
 # The order of the main states: a report never moves a delivery backwards (a late "sent" after "delivered").
 RANK = {"queued": 0, "sending": 1, "sent": 2, "delivered": 3, "failed": 4, "bounced": 4}
 ENGAGEMENT = frozenset({"opened", "clicked", "replied", "unsubscribed"})
+_UNSET = object()
+# At most this many sends of one worker on the wire at once (a channel's ``lanes`` is capped to it).
+MAX_LANES = 20
 
 
 @contextlib.contextmanager
@@ -88,6 +92,15 @@ def _links(delivery: Delivery) -> dict[str, str]:
     return cached
 
 
+def _send(impl: ChannelBase, message: Message) -> tuple[Outcome | DeliveryError, dt.datetime]:
+    """(the provider's outcome or refusal, when it came): on a hand-over thread or the worker's own."""
+    try:
+        outcome: Outcome | DeliveryError = impl.send(message)
+    except DeliveryError as exc:
+        outcome = exc
+    return outcome, clock.now()
+
+
 @functools.cache
 def _archive_index() -> Any:
     try:
@@ -122,8 +135,13 @@ def delivery_render(delivery: Delivery) -> dict[str, Any]:
         raise ValueError(f"version {delivery.version.number} has no {delivery.channel_type} variant")
     base = public_base()
     links = _links(delivery)
+    customer = getattr(delivery, "_customer_context", _UNSET)
+    if customer is _UNSET:  # not a delivery of the claim (``_load_claimed`` reads the contexts together)
+        customer = customer_context(delivery.customer)
+    elif customer is None:
+        customer = customer_context(None)
     context = {
-        "customer": customer_context(delivery.customer),
+        "customer": customer,
         "event": send.event or {},
         "data": send.data or {},
         **links,
@@ -160,29 +178,27 @@ def _claim(*, worker_id: str, limit: int) -> list[Delivery]:
 
 def _load_claimed(ids: list[int], worker_id: str) -> list[Delivery]:
     """The claimed deliveries with what sending needs. The rows of a batch share a few workspaces,
-    versions and communications: each is read and decoded once, not once a row (a version's variants
-    decoded 200 times was most of a claim's cost); customers come without what only profiles need."""
-    from tsunagu.customers.models import Customer
-    from tsunagu.messaging.models import Communication, CommunicationVersion
+    versions, communications and channels: each is read and decoded once, not once a row (a version's
+    variants decoded 200 times was most of a claim's cost). The deliveries, their sends and their
+    customers' template context come as rows (``sql.claimed_load``, ``sql.customer_contexts``), not
+    through the ORM's instances and prefetches, which cost more than sending."""
+    from tsunagu.messaging.models import Channel, Communication, CommunicationVersion
 
-    rows = list(
-        Delivery.objects.filter(pk__in=ids, locked_by=worker_id)
-        .select_related("send", "channel")
-        .defer("raw")
-        .order_by("id")
-    )
+    rows = claimed_load(ids, worker_id)
     workspaces = {w.pk: w for w in Workspace.objects.filter(pk__in={d.workspace_id for d in rows})}
     versions = CommunicationVersion.objects.in_bulk({d.version_id for d in rows})
     communications = Communication.objects.in_bulk({d.communication_id for d in rows})
-    customers = Customer.objects.defer("trait_times", "channels", "search_text").prefetch_related("identities")
-    people = customers.in_bulk({d.customer_id for d in rows if d.customer_id})
+    channels = Channel.objects.in_bulk({d.channel_id for d in rows if d.channel_id})
+    contexts = customer_contexts({d.customer_id for d in rows if d.customer_id})
     for d in rows:
         d.workspace = workspaces[d.workspace_id]
         d.version = versions[d.version_id]
         d.communication = communications[d.communication_id]
-        d.customer = people.get(d.customer_id) if d.customer_id else None
+        d.channel = channels.get(d.channel_id) if d.channel_id else None
         if d.channel is not None:
             d.channel.workspace = d.workspace
+        # What ``customer_context`` would make of ``d.customer`` (not loaded: read on access).
+        d._customer_context = contexts.get(d.customer_id) if d.customer_id else None
     return rows
 
 
@@ -214,36 +230,75 @@ def _set(delivery: Delivery, **changes: Any) -> None:
 
 
 class Runner:
-    """Executes claimed deliveries; keeps one configured channel instance per channel row so connections
-    (SMTP) are reused across messages, until ``close``."""
+    """Executes claimed deliveries; keeps configured channel instances per channel row so connections
+    (SMTP) are reused across messages, until ``close``.
+
+    Deliveries go out in *waves*: consecutive deliveries of one channel, as many as it has ``lanes``
+    (email: its ``connections``), each wave's ``sending`` marks committed together, then handed over at
+    once, one per lane (an instance, a connection, a thread of the hand-over pool). The outcomes of a
+    wave are written in the commit that marks the next one ``sending``, and the next wave is rendered
+    while this one is on the wire. So a worker has at most one delivery per connection ``sending`` with
+    its outcome unknown (what a crash can leave), a commit costs a wave rather than a message, and the
+    round trips of several messages overlap (docs/performance.md)."""
 
     def __init__(self, *, worker_id: str) -> None:
         self.worker_id = worker_id
-        self._channels: dict[tuple[int, Any], ChannelBase] = {}
+        self._channels: dict[tuple[int, Any], list[ChannelBase]] = {}
         self._writes: list[Any] = []
         self._events: list[tuple[int, int, str, dt.datetime, str, dict[str, Any]]] = []
+        self._pool: ThreadPoolExecutor | None = None
 
     def close(self) -> None:
-        for impl in self._channels.values():
-            try:
-                impl.close()
-            except Exception:  # noqa: BLE001 - closing a dead connection must not stop the worker
-                log.debug("closing a channel failed", exc_info=True)
+        for lanes in self._channels.values():
+            for impl in lanes:
+                try:
+                    impl.close()
+                except Exception:  # noqa: BLE001 - closing a dead connection must not stop the worker
+                    log.debug("closing a channel failed", exc_info=True)
         self._channels.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
-    def _impl(self, delivery: Delivery) -> ChannelBase:
+    def _impl(self, delivery: Delivery, lane: int = 0) -> ChannelBase:
         row = delivery.channel
         cls = channel_class(delivery.channel_type)
         if row is None:
             return cls({}, allow_private=delivery.workspace.allow_private_webhooks)
         cache_key = (row.pk, row.updated_at)
-        impl = self._channels.get(cache_key)
-        if impl is None:
+        lanes = self._channels.get(cache_key)
+        if lanes is None:
             for stale in [k for k in self._channels if k[0] == row.pk]:
-                self._channels.pop(stale).close()
-            impl = cls(channel_config(row), allow_private=delivery.workspace.allow_private_webhooks)
-            self._channels[cache_key] = impl
-        return impl
+                for impl in self._channels.pop(stale):
+                    impl.close()
+            lanes = self._channels[cache_key] = []
+        while len(lanes) <= lane:
+            lanes.append(cls(channel_config(row), allow_private=delivery.workspace.allow_private_webhooks))
+        return lanes[lane]
+
+    def _lanes(self, delivery: Delivery) -> int:
+        if delivery.channel is None:
+            return 1
+        try:
+            return max(1, min(int(self._impl(delivery).lanes), MAX_LANES))
+        except Exception:  # noqa: BLE001 - a channel that cannot be configured fails at its send, one at a time
+            return 1
+
+    def _waves(self, claimed: list[Delivery]) -> Iterator[list[Delivery]]:
+        wave: list[Delivery] = []
+        key: Any = None
+        room = 1
+        for delivery in claimed:
+            row = delivery.channel
+            this = (row.pk, row.updated_at) if row is not None else None
+            if wave and (this is None or this != key or len(wave) >= room):
+                yield wave
+                wave = []
+            if not wave:
+                key, room = this, self._lanes(delivery)
+            wave.append(delivery)
+        if wave:
+            yield wave
 
     def run_due(self, *, limit: int = 100) -> int:
         """Claim and execute up to ``limit`` due deliveries; returns how many were handled."""
@@ -251,18 +306,23 @@ class Runner:
         if not claimed:
             return 0
         with _relaxed_sqlite():
-            for delivery in claimed:
-                try:
-                    self._execute(delivery)
-                except Exception:  # noqa: BLE001 - one broken delivery must not stop the others
-                    log.exception("delivery %s failed unexpectedly", delivery.pk)
-                    self._later(self._retry_or_fail, delivery, "internal error (see the worker log)", retry_after=None)
-            self._flush()
+            on_wire: list[tuple[Delivery, Future[Any]]] = []
+            try:
+                for wave in self._waves(claimed):
+                    ready = [p for p in map(self._prepare, wave) if p is not None]
+                    self._collect(on_wire)
+                    on_wire = self._hand_over(self._start(ready))
+            finally:
+                self._collect(on_wire)
+                self._flush()
         return len(claimed)
 
-    # Each delivery's outcome is written in the same commit as the next delivery's "sending" mark: one
-    # commit a message instead of two, and still at most one delivery of this worker is "sending" with
-    # its outcome unknown at any moment — the one on the wire.
+    def _broken(self, delivery: Delivery) -> None:
+        log.exception("delivery %s failed unexpectedly", delivery.pk)
+        self._later(self._retry_or_fail, delivery, "internal error (see the worker log)", retry_after=None)
+
+    # Each wave's outcomes are written in the same commit as the next wave's "sending" marks: one commit a
+    # wave, and still at most one delivery a lane "sending" with its outcome unknown at any moment.
     def _later(self, fn: Any, *args: Any, **kwargs: Any) -> None:
         self._writes.append(functools.partial(fn, *args, **kwargs))
 
@@ -283,57 +343,106 @@ class Runner:
             with _txn():
                 self._apply_writes()
 
-    def _execute(self, delivery: Delivery) -> None:
-        if delivery.status == Delivery.Status.SENDING and delivery.channel_type not in IDEMPOTENT:
-            reason = "interrupted: the worker stopped during the send; not retried, so as not to send twice"
-            self._later(self._final, delivery, Delivery.Status.FAILED, reason)
-            return
-        rendered: dict[str, Any] = {}
-        if not delivery.content:
+    def _prepare(self, delivery: Delivery) -> tuple[Delivery, dict[str, Any]] | None:
+        """(the delivery, its rendered fields) when it is to be sent; None when its end is already known."""
+        try:
+            if delivery.status == Delivery.Status.SENDING and delivery.channel_type not in IDEMPOTENT:
+                reason = "interrupted: the worker stopped during the send; not retried, so as not to send twice"
+                self._later(self._final, delivery, Delivery.Status.FAILED, reason)
+                return None
+            if delivery.content:
+                return delivery, {}
             try:
-                rendered = delivery_render(delivery)
+                return delivery, delivery_render(delivery)
             except ValueError as exc:
                 self._later(self._final, delivery, Delivery.Status.FAILED, str(exc))
-                return
-        with _txn():
-            self._apply_writes()
-            # The lease is renewed for the call itself: deliveries claimed together are sent one after
-            # another, and a slow provider must not let another worker take this one over mid-call.
-            lease = clock.now() + dt.timedelta(seconds=float(settings.TSUNAGU_DELIVERY_LEASE))
-            moved = delivery_update(
-                delivery.pk,
-                {
-                    "status": Delivery.Status.SENDING,
-                    "attempts": delivery.attempts + 1,
-                    "updated_at": clock.now(),
-                    "lease_until": lease,
-                    **rendered,
-                },
-                locked_by=self.worker_id,
-            )
-            if not moved:
-                return  # the lease was lost to another worker meanwhile
-            delivery.attempts += 1
-            for name, value in rendered.items():
-                setattr(delivery, name, value)
-            if rendered:
-                _index([delivery])
-        links = _links(delivery)
-        message = Message(
+                return None
+        except Exception:  # noqa: BLE001 - one broken delivery must not stop the others
+            self._broken(delivery)
+            return None
+
+    def _start(self, ready: list[tuple[Delivery, dict[str, Any]]]) -> list[Delivery]:
+        """One commit: the writes waiting (the last wave's outcomes) and ``ready``'s ``sending`` marks;
+        returns the deliveries marked (not those whose lease was lost to another worker meanwhile)."""
+        if not ready:
+            return []
+        started: list[Delivery] = []
+        rendered_now: list[Delivery] = []
+        try:
+            with _txn():
+                self._apply_writes()
+                # The lease is renewed for the call itself: deliveries claimed together are sent one wave
+                # after another, and a slow provider must not let another worker take one over mid-call.
+                now = clock.now()
+                lease = now + dt.timedelta(seconds=float(settings.TSUNAGU_DELIVERY_LEASE))
+                for delivery, rendered in ready:
+                    changes = {"status": Delivery.Status.SENDING, "attempts": delivery.attempts + 1,
+                               "updated_at": now, "lease_until": lease, **rendered}
+                    if delivery_update(delivery.pk, changes, locked_by=self.worker_id):
+                        started.append(delivery)
+                        delivery.attempts += 1
+                        for name, value in rendered.items():
+                            setattr(delivery, name, value)
+                        if rendered:
+                            rendered_now.append(delivery)
+                # The archive's search index of what was just rendered, in the same commit.
+                _index(rendered_now)
+        except Exception:  # noqa: BLE001 - the wave is retried later, the worker goes on
+            for delivery, _ in ready:
+                self._broken(delivery)
+            return []
+        return started
+
+    def _message(self, delivery: Delivery) -> Message:
+        return Message(
             key=delivery.key,
             channel_type=delivery.channel_type,
             topic=delivery.topic,
             address=delivery.address,
             content=delivery.content,
-            unsubscribe_url=links["unsubscribe_url"],
+            unsubscribe_url=_links(delivery)["unsubscribe_url"],
             extra=self._extra(delivery),
         )
-        try:
-            outcome = self._impl(delivery).send(message)
-        except DeliveryError as exc:
-            self._later(self._failed, delivery, exc)
-            return
-        self._later(self._succeeded, delivery, outcome, clock.now())
+
+    def _hand_over(self, started: list[Delivery]) -> list[tuple[Delivery, Future[Any]]]:
+        """Hand ``started`` (one wave) to their provider. A channel of one lane is called here, its outcome
+        queued at once; the lanes of one with more are called from the pool, collected by ``_collect``."""
+        if not started:
+            return []
+        if self._lanes(started[0]) == 1:
+            for delivery in started:
+                try:
+                    self._queue_outcome(delivery, _send(self._impl(delivery), self._message(delivery)))
+                except Exception:  # noqa: BLE001 - one broken delivery must not stop the others
+                    self._broken(delivery)
+            return []
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=MAX_LANES, thread_name_prefix="tsunagu-send")
+        on_wire = []
+        for lane, delivery in enumerate(started):
+            try:
+                impl, message = self._impl(delivery, lane), self._message(delivery)
+                on_wire.append((delivery, self._pool.submit(_send, impl, message)))
+            except Exception:  # noqa: BLE001 - one broken delivery must not stop the others
+                self._broken(delivery)
+        return on_wire
+
+    def _collect(self, on_wire: list[tuple[Delivery, Future[Any]]]) -> None:
+        # Taken off the list one by one: if the wait is interrupted (KeyboardInterrupt), run_due's
+        # ``finally`` collects the rest, and none twice.
+        while on_wire:
+            delivery, future = on_wire.pop(0)
+            try:
+                self._queue_outcome(delivery, future.result())
+            except Exception:  # noqa: BLE001 - one broken delivery must not stop the others
+                self._broken(delivery)
+
+    def _queue_outcome(self, delivery: Delivery, result: tuple[Any, dt.datetime]) -> None:
+        outcome, at = result
+        if isinstance(outcome, DeliveryError):
+            self._later(self._failed, delivery, outcome)
+        else:
+            self._later(self._succeeded, delivery, outcome, at)
 
     def _succeeded(self, delivery: Delivery, outcome: Any, at: dt.datetime) -> None:
         status = Delivery.Status.DELIVERED if outcome.status == "delivered" else Delivery.Status.SENT

@@ -111,6 +111,10 @@ class ChannelBase(abc.ABC):
     # does (MJML compiling, CSS inlining, text from HTML) keeps Liquid's tags as they are. Email's is
     # costly, and then a worker renders only Liquid per recipient.
     finish_first: ClassVar[bool] = False
+    # How many of this channel's sends one worker may have on the wire at once, each on an instance (a
+    # connection) of its own, from the worker's hand-over threads. 1: one send at a time, on the worker's
+    # own thread. A channel with more sets it from its config (email: ``connections``).
+    lanes: int = 1
 
     def __init__(self, config: dict[str, Any], *, allow_private: bool = False) -> None:
         self.config = config  # secrets included, decrypted

@@ -21,9 +21,11 @@ from tsunagu.testing.standins.smtp import SMTPStandin
 HTML = '<html><body><h1>ご注文ありがとうございます</h1><p>田中様、<a href="https://shop.example.jp/o/1">注文を確認</a></p></body></html>'
 
 
-@pytest.fixture
-def smtp() -> Iterator[SMTPStandin]:
-    with SMTPStandin() as server:
+@pytest.fixture(params=[False, True], ids=["one-by-one", "pipelining"])
+def smtp(request: pytest.FixtureRequest) -> Iterator[SMTPStandin]:
+    # Every conversation twice: with a relay that offers PIPELINING (MAIL, RCPT and DATA sent together)
+    # and with one that does not.
+    with SMTPStandin(pipelining=request.param) as server:
         yield server
 
 
@@ -312,3 +314,16 @@ def test_a_server_that_wants_starttls_tells_the_operator_what_to_change() -> Non
         channel.close()
     assert caught.value.permanent is False
     assert "530" in caught.value.reason and "security" in caught.value.reason
+
+
+def test_lines_starting_with_a_dot_arrive_intact(smtp: SMTPStandin) -> None:
+    # DATA ends at a line of a single "."; a line of the message starting with one is sent doubled.
+    text = "dots:\n.\n.hidden\n..two\nend ."  # ASCII: the part goes as 7bit, lines as they are
+    content = Channel.finish({"subject": "dots", "html": "<p>x</p>", "text": text})
+    channel = Channel(config_for(smtp))
+    channel.send(message(content=content))
+    channel.send(message("second"))  # the conversation goes on after it
+    channel.close()
+    first, second = smtp.wait_for(2)
+    assert parsed(first.data).get_body(("plain",)).get_content().replace("\r\n", "\n").rstrip("\n") == text
+    assert str(second.message["Message-ID"]).startswith("<second@")

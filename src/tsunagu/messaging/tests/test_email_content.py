@@ -151,6 +151,9 @@ def test_a_bounce_mailbox_is_configured_with_defaults() -> None:
         ({"from_name": "Shop\r\nBcc: x@example.org"}, "config.from_name"),
         ({"username": "u"}, "config.password"),
         ({"timeout": -1}, "config.timeout"),
+        ({"connections": 0}, "config.connections"),
+        ({"connections": 21}, "config.connections"),
+        ({"connections": "4"}, "config.connections"),
         ({"host": ""}, "config.host"),
         ({"region": "ap"}, "config.region"),
         ({"bounce_host": "imap.example.jp"}, "config.bounce_protocol"),
@@ -194,6 +197,18 @@ def test_each_part_takes_the_lightest_safe_transfer_encoding() -> None:
     # Nothing needs 8BITMIME, and no line is longer than SMTP allows.
     assert raw.isascii() and japanese.isascii()
     assert max(len(line) for line in japanese.split(b"\r\n")) <= 78
+
+
+def test_a_long_quoted_printable_line_is_broken_with_crlf() -> None:
+    import email
+    import email.policy
+
+    # One line (no line end for b2a_qp to copy), long enough to be broken, a "." right after the break.
+    text = "é" + "x" * 74 + ".tracked.link"
+    raw = _built({"subject": "s", "text": text, "html": "<p>x</p>"})
+    assert b"\n" not in raw.replace(b"\r\n", b"")  # every line end is CRLF: SMTP dot-stuffs every line
+    plain = next(email.message_from_bytes(raw, policy=email.policy.default).iter_parts())
+    assert plain["Content-Transfer-Encoding"] == "quoted-printable" and plain.get_content() == text
 
 
 def test_the_date_header_comes_from_the_clock() -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import re
 
 import pytest
 from django.core import signing
 
+from tsunagu.messaging.links import unsubscribe_key, unsubscribe_token
 from tsunagu.messaging.tracking import click_is_machine, html_with_tracking, open_is_machine, tracking_parse
 
 BASE = "https://cx.example.jp"
@@ -118,3 +120,44 @@ def test_machine_opens(user_agent: str, ip: str, seconds: float | None, machine:
 )
 def test_machine_clicks(user_agent: str | None, method: str, seconds: float, machine: bool) -> None:
     assert click_is_machine(user_agent=user_agent, method=method, seconds_after_send=seconds) is machine
+
+
+def _old_token(payload: list[str]) -> str:
+    # How links were signed before the HMAC tokens (django.core.signing); messages already sent carry them.
+    return signing.dumps(payload, salt="tsunagu.messaging.tracking", compress=True)
+
+
+def test_links_in_messages_sent_before_still_work() -> None:
+    assert tracking_parse(_old_token(["k1", "https://shop.example.jp/a"])) == ("k1", "https://shop.example.jp/a")
+    assert tracking_parse(_old_token(["k1"]) + ".gif") == ("k1", None)
+
+
+def test_a_token_cannot_be_turned_into_another() -> None:
+    out = html_with_tracking('<a href="https://shop.example.jp/a">x</a>', base_url=BASE, key="k1")
+    click = hrefs(out)[0].rsplit("/", 1)[1]
+    pixel = re.findall(r'<img src="[^"]+/m/o/([^"]+)"', out)[0]
+    key, target, signature = click.split(".")
+    assert key == "k1" and pixel == f"k1.{pixel.split('.')[1]}.gif"
+    # Another target under the same signature, another delivery's key, an open's signature on a click.
+    evil = base64.urlsafe_b64encode(b"https://evil.example/").rstrip(b"=").decode()
+    for forged in (f"k1.{evil}.{signature}", f"k2.{target}.{signature}", f"k1.{target}.{pixel.split('.')[1]}",
+                   f"k2.{pixel.split('.')[1]}"):
+        with pytest.raises(signing.BadSignature):
+            tracking_parse(forged)
+    # An unsubscribe token (the same form, key.signature) is not an open token.
+    with pytest.raises(signing.BadSignature):
+        tracking_parse(unsubscribe_token("k1"))
+
+
+def test_tokens_survive_a_rotation_of_the_secret_key(settings) -> None:
+    out = html_with_tracking('<a href="https://shop.example.jp/a">x</a>', base_url=BASE, key="k1")
+    click = hrefs(out)[0].rsplit("/", 1)[1]
+    unsubscribe = unsubscribe_token("k1")
+    old = settings.SECRET_KEY
+    settings.SECRET_KEY = "a new secret key " * 3
+    with pytest.raises(signing.BadSignature):
+        tracking_parse(click)
+    assert unsubscribe_key(unsubscribe) is None
+    settings.SECRET_KEY_FALLBACKS = [old]
+    assert tracking_parse(click) == ("k1", "https://shop.example.jp/a")
+    assert unsubscribe_key(unsubscribe) == "k1"

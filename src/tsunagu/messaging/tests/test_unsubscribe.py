@@ -57,6 +57,17 @@ def test_a_forged_or_altered_token_is_refused_and_changes_nothing(workspace, sen
     assert not Suppression.objects.exists()
 
 
+def test_unsubscribe_links_sent_before_still_work(workspace, send):
+    from django.core import signing
+
+    customer = identified(send, workspace)
+    inapp_communication(workspace, key="promo", topic="marketing")
+    d = send_create(workspace=workspace, communication="promo", customer=customer, actor=SYSTEM).deliveries.get()
+    old = signing.dumps(d.key, salt="tsunagu.messaging.unsubscribe", compress=False)  # the earlier token
+    assert Client().post(f"/m/u/{old}", {"List-Unsubscribe": "One-Click"}).status_code == 200
+    assert Suppression.objects.get().topic == "marketing"
+
+
 def test_transactional_messages_have_no_unsubscribe_link(workspace):
     assert links_for(key="k", topic="transactional") == {"unsubscribe_url": "", "preferences_url": ""}
 

@@ -5,8 +5,9 @@ relay and a webhook receiver that hold their answer back, so the kill lands whil
 message but the worker has not its answer — the worst moment. Five workers die that way; a sixth finishes.
 Then, at the stand-ins: every LINE message was delivered once per retry key (LINE drops a resent retry
 key); every customer got at most one SMS and one email (Twilio and SMTP have no retry key: the interrupted
-one is failed, not resent); every webhook id arrived (a resend carries the same ``webhook-id``, which
-Standard Webhooks receivers deduplicate); and every delivery ended."""
+ones — one SMS, one email on each of the worker's SMTP connections — are failed, not resent); every
+webhook id arrived (a resend carries the same ``webhook-id``, which Standard Webhooks receivers
+deduplicate); and every delivery ended."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from tsunagu.testing.standins.webhook import WebhookReceiver
 pytestmark = pytest.mark.live
 
 CUSTOMERS = 6
+EMAIL_CONNECTIONS = 3  # SMTP connections of a worker (the channel's ``connections``)
 
 
 def _poll(fn: Any, what: str, timeout: float = 60.0) -> Any:
@@ -47,7 +49,10 @@ def test_killed_workers_never_send_twice(live_server_factory):
     with LineStandIn() as line, TwilioStandIn() as twilio, SMTPStandin() as smtp, WebhookReceiver() as hook:
         r = api.patch(f"{server.url}/api/v1/workspace/settings", timeout=10, json={"allow_private_webhooks": True})
         assert r.status_code == 200, r.text
-        smtp_config = {"host": smtp.host, "port": smtp.port, "security": "none", "from_email": "info@shop.example"}
+        smtp_config = {
+            "host": smtp.host, "port": smtp.port, "security": "none", "from_email": "info@shop.example",
+            "connections": EMAIL_CONNECTIONS,
+        }
         assert (
             api.post(
                 f"{server.url}/api/v1/channels",
@@ -123,7 +128,9 @@ def test_killed_workers_never_send_twice(live_server_factory):
             (line, lambda: len(line.requests) >= 1),
             (line, lambda: len(line.requests) >= 2),
             (twilio, lambda: len(twilio.requests) >= 1),
-            (smtp, lambda: smtp.held >= 1),
+            # A worker hands emails over a wave at a time, one a connection: the kill lands with a whole wave
+            # at the relay, each message taken and none answered.
+            (smtp, lambda: smtp.held >= EMAIL_CONNECTIONS),
             (hook, lambda: len(hook.received) >= 1),
         ]
         for step, (standin, arrived) in enumerate(in_flight):
@@ -158,11 +165,14 @@ def test_killed_workers_never_send_twice(live_server_factory):
     interrupted = [d for d in sms_deliveries if d["status"] == "failed"]
     assert len(interrupted) == 1 and interrupted[0]["reason"].startswith("interrupted")
     assert sum(d["status"] == "sent" for d in sms_deliveries) == CUSTOMERS - 1
-    # Email: the same, at the SMTP relay (the held message reached it: its delivery is the interrupted one).
+    # Email: the same, at the SMTP relay (the held messages reached it: their deliveries are the interrupted
+    # ones — as many as the worker had connections, one message on each; the others were sent once).
     ids = smtp.message_ids()
     assert len(ids) == len(set(ids)) == CUSTOMERS
     email_deliveries = [d for d in deliveries if d["channel"] == "email"]
-    assert [d["reason"][:11] for d in email_deliveries if d["status"] == "failed"] == ["interrupted"]
+    failed = [d["reason"][:11] for d in email_deliveries if d["status"] == "failed"]
+    assert failed == ["interrupted"] * EMAIL_CONNECTIONS
+    assert sum(d["status"] == "sent" for d in email_deliveries) == CUSTOMERS - EMAIL_CONNECTIONS
     # Webhooks: resent under the same webhook-id, so every delivery arrived and none counts twice.
     webhook_ids = hook.webhook_ids()
     assert len(set(webhook_ids)) == CUSTOMERS < len(webhook_ids)

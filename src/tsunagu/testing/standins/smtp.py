@@ -11,6 +11,7 @@ Use::
     SMTPStandin(security="starttls")                 # STARTTLS offered (and required before MAIL)
     SMTPStandin(security="tls")                      # implicit TLS (SMTPS)
     SMTPStandin(username="u", password="p")          # AUTH LOGIN / PLAIN required, with these
+    SMTPStandin(pipelining=True)                     # PIPELINING offered (RFC 2920)
     smtp.refuse("gone@example.com", 550)             # RCPT answered 550 5.1.1 (or 451 4.2.0, or any code)
     smtp.drop_connections()                          # the server hangs up on every open connection
     smtp.hold(); smtp.wait_held(1); smtp.release()   # DATA taken (recorded) but not answered until released
@@ -99,6 +100,15 @@ class _Handler:
     def __init__(self, standin: SMTPStandin) -> None:
         self.standin = standin
 
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.standin.pipelining:
+            # aiosmtpd reads commands one line at a time, so commands sent together are answered in order.
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
+
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
@@ -159,10 +169,12 @@ class SMTPStandin:
         username: str | None = None,
         password: str | None = None,
         host: str = "127.0.0.1",
+        pipelining: bool = False,
     ) -> None:
         if security not in ("none", "starttls", "tls"):
             raise ValueError("security is none, starttls or tls")
         self.security = security
+        self.pipelining = pipelining  # offer PIPELINING (RFC 2920) in the EHLO reply
         self.host = host
         self.port = 0
         self.username = username
