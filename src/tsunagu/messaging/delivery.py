@@ -251,7 +251,10 @@ class Runner:
         if not claimed:
             return 0
         with _relaxed_sqlite():
-            for delivery in claimed:
+            from tsunagu.messaging.multicast import multicast_run  # imports this module
+
+            # LINE deliveries of broadcasts go as multicasts (``messaging.multicast``); the others, one by one.
+            for delivery in multicast_run(self, claimed):
                 try:
                     self._execute(delivery)
                 except Exception:  # noqa: BLE001 - one broken delivery must not stop the others

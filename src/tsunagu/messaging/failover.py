@@ -41,6 +41,7 @@ from tsunagu.messaging.models import (
 )
 from tsunagu.messaging.render import pick_variant
 from tsunagu.messaging.rules import capped, customer_zone, holiday_until, quiet_until
+from tsunagu.messaging.throttle import throttle_due
 
 log = logging.getLogger(__name__)
 
@@ -330,7 +331,7 @@ def _deliver(send: Send, channel_type: str, reach: Reach, now: dt.datetime, *, w
         headers={"extra": reach.extra} if reach.extra else {},
         created_at=now,
         updated_at=now,
-        due_at=now,
+        due_at=throttle_due(reach.row, now),  # a channel with rate_per_second spaces its deliveries
     )
     DeliveryEvent.objects.create(
         delivery=delivery, workspace_id=send.workspace_id, status="queued", at=now, logged=True
