@@ -179,7 +179,8 @@ def _send_group(runner: Runner, group: list[Delivery], *, key: str) -> None:
     messages = (sample.content or {}).get("messages") or []
     to = sorted({d.address for d in group})
     try:
-        outcome = runner._impl(sample).multicast(to, messages, key.removeprefix(PREFIX))
+        impl: Any = runner._impl(sample)  # the LINE channel (``_eligible``)
+        outcome = impl.multicast(to, messages, key.removeprefix(PREFIX))
     except DeliveryError as exc:
         if exc.permanent and exc.bounced:
             # A user id LINE refused fails the request, not an address of everyone in it.
