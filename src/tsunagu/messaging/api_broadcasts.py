@@ -89,13 +89,13 @@ def _out(b: Any, *, summary: bool) -> dict[str, Any]:
 
 
 def _get(request: HttpRequest, broadcast_id: int) -> Any:
-    return broadcast_get(workspace=request.auth, broadcast_id=broadcast_id)  # type: ignore[arg-type]
+    return broadcast_get(workspace=request.auth, broadcast_id=broadcast_id)  # type: ignore[attr-defined]
 
 
 @router.post("/broadcasts", response={201: BroadcastCreated}, summary="Send a communication to a list of customers")
 def create_broadcast(request: HttpRequest, payload: BroadcastIn) -> tuple[int, dict[str, Any]]:
     b = broadcast_create(
-        workspace=request.auth,  # type: ignore[arg-type]
+        workspace=request.auth,  # type: ignore[attr-defined]
         communication=payload.communication,
         audience=payload.audience,
         policy=payload.policy,
@@ -109,7 +109,7 @@ def create_broadcast(request: HttpRequest, payload: BroadcastIn) -> tuple[int, d
 
 @router.get("/broadcasts", response=BroadcastList, summary="The workspace's broadcasts, newest first")
 def list_broadcasts(request: HttpRequest, limit: int = 50) -> dict[str, Any]:
-    rows = broadcast_list(workspace=request.auth, limit=limit)  # type: ignore[arg-type]
+    rows = broadcast_list(workspace=request.auth, limit=limit)  # type: ignore[attr-defined]
     return {"items": [_out(b, summary=False) for b in rows]}
 
 
