@@ -268,7 +268,7 @@ def one_repetition(args: argparse.Namespace, rep: int) -> dict[str, Any]:
 
 # Other benchmarks: ``python -m bench NAME [ARGS]`` runs ``SUITES[NAME].main(ARGS)``; each writes its own
 # section of docs/performance.md (``report.write_section``), kept when this one rewrites the file.
-SUITES = {"archive": "bench.archive_search", "email": "bench.email_send"}
+SUITES = {"archive": "bench.archive_search", "email": "bench.email_send", "broadcast": "bench.broadcast"}
 
 
 def main(argv: list[str] | None = None) -> int:

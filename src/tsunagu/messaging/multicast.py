@@ -188,8 +188,18 @@ def _send_group(runner: Runner, group: list[Delivery], *, key: str) -> None:
         for d in mine:
             runner._later(runner._failed, d, exc)
     else:
-        at = clock.now()
         outcome.detail = (outcome.detail + f"; multicast to {len(to)}").lstrip("; ")
-        for d in mine:
-            runner._later(runner._succeeded, d, outcome, at)
+        runner._later(_succeeded, runner, mine, outcome, clock.now())
     runner._flush()
+
+
+def _succeeded(runner: Runner, mine: list[Delivery], outcome: Any, at: dt.datetime) -> None:
+    # One UPDATE for the group (they share the answer); a "sent" wakes no send, as in ``Runner._succeeded``.
+    headers = {"sent": outcome.headers, "multicast": True}
+    Delivery.objects.filter(pk__in=[d.pk for d in mine]).update(
+        status=Delivery.Status.SENT, provider_id=outcome.provider_id[:255], headers=headers, sent_at=at,
+        lease_until=None, reason="", updated_at=at,
+    )
+    for d in mine:
+        d.status = Delivery.Status.SENT
+        runner._event(d, "sent", at=at, detail=outcome.detail)
