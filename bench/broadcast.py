@@ -109,13 +109,15 @@ def run(size: int, *, timeout: float) -> dict[str, Any]:
             second = server.spawn("worker")
             peak_second = [0.0]
 
-            def done() -> dict[str, Any] | None:
+            def done() -> bool:
+                # The list, not the broadcast: its summary's aggregates would compete with the worker.
                 peak_second[0] = max(peak_second[0], _peak_rss_mb(second.pid))
-                body = api.get(f"{server.url}/api/v1/broadcasts/{bid}", timeout=60).json()
-                return body if body["status"] == "done" else None
+                items = api.get(f"{server.url}/api/v1/broadcasts", timeout=60).json()["items"]
+                return any(b["id"] == bid and b["status"] == "done" for b in items)
 
-            final = _poll(done, "the broadcast to be done", timeout, every=1.0)
+            _poll(done, "the broadcast to be done", timeout, every=1.0)
             elapsed = time.monotonic() - t0
+            final = api.get(f"{server.url}/api/v1/broadcasts/{bid}", timeout=120).json()
             rss_second = max(peak_second[0], _peak_rss_mb(second.pid))
             second.send_signal(signal.SIGTERM)
             second.wait(timeout=60)
@@ -163,8 +165,40 @@ def main(argv: list[str] | None = None) -> int:
         if args.write:  # after each size: a long run stopped later keeps the figures so far
             from bench import report
 
-            report.write_section(args.output, "broadcast", _section(results, os.getloadavg()[0]))
+            kept = [r for r in _previous(args.output) if r["size"] not in {x["size"] for x in results}]
+            rows = sorted(kept + results, key=lambda r: r["size"])
+            report.write_section(args.output, "broadcast", _section(rows, os.getloadavg()[0]))
     return 0
+
+
+_COLUMNS = ("size", "elapsed_s", "per_s", "killed_at", "rss_first_mb", "rss_second_mb", "multicasts", "conflicts")
+
+
+def _previous(path: Path) -> list[dict[str, Any]]:
+    """The rows of the section as last written, so that one size can be measured again on its own."""
+    import re
+
+    if not path.exists():
+        return []
+    text = path.read_text()
+    start = text.find("<!-- section:broadcast:start")
+    end = text.find("<!-- section:broadcast:end")
+    if start < 0 or end < 0:
+        return []
+    rows = []
+    for line in text[start:end].splitlines():
+        cells = [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
+        if len(cells) != 9 or not re.fullmatch(r"[\d,]+", cells[0]):
+            continue
+        m = re.fullmatch(r"(\d+) \((\d+)\)", cells[6])
+        if m is None:
+            continue
+        values = [float(c.replace(",", "")) for c in cells[:6]]
+        row: dict[str, Any] = dict(zip(_COLUMNS[:6], values, strict=True))
+        row["size"], row["killed_at"] = int(row["size"]), int(row["killed_at"])
+        row.update(multicasts=int(m.group(1)), largest=int(m.group(2)), conflicts=int(cells[7]))
+        rows.append(row)
+    return rows
 
 
 def _section(results: list[dict[str, Any]], load: float) -> str:
