@@ -101,7 +101,16 @@ def run(size: int, *, timeout: float) -> dict[str, Any]:
                 return sum(len(d.to) for d in list(line.deliveries))
 
             first = server.spawn("worker")
-            _poll(lambda: reached() >= size // 2, "half the audience reached", timeout)
+            last = [time.monotonic()]
+
+            def progress(worker: Any) -> None:
+                # A line a minute: a run stopped before the end still shows its pace and its memory.
+                if time.monotonic() - last[0] >= 60:
+                    last[0] = time.monotonic()
+                    print(f"    {time.monotonic() - t0:5.0f} s: {reached():,} reached; worker peak RSS "
+                          f"{_peak_rss_mb(worker.pid):.0f} MB", flush=True)
+
+            _poll(lambda: progress(first) or reached() >= size // 2, "half the audience reached", timeout)
             rss_first = _peak_rss_mb(first.pid)
             first.send_signal(signal.SIGKILL)
             first.wait(timeout=30)
@@ -112,6 +121,7 @@ def run(size: int, *, timeout: float) -> dict[str, Any]:
             def done() -> bool:
                 # The list, not the broadcast: its summary's aggregates would compete with the worker.
                 peak_second[0] = max(peak_second[0], _peak_rss_mb(second.pid))
+                progress(second)
                 items = api.get(f"{server.url}/api/v1/broadcasts", timeout=60).json()["items"]
                 return any(b["id"] == bid and b["status"] == "done" for b in items)
 
