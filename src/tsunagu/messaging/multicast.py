@@ -49,9 +49,14 @@ def _grouped_key(delivery: Delivery) -> str:
 
 
 def _eligible(delivery: Delivery) -> bool:
-    return delivery.channel_type == "line" and delivery.channel_id is not None and (
-        bool(_grouped_key(delivery)) or delivery.send.broadcast_id is not None
-    )
+    """A delivery of a multicast group (to resend as that group), or a broadcast's LINE delivery not yet
+    handed over. One left ``sending`` by a push (it was alone in its group) is resent as that push, with
+    its own retry key: grouping it now would give it another key."""
+    if delivery.channel_type != "line" or delivery.channel_id is None:
+        return False
+    if _grouped_key(delivery):
+        return True
+    return delivery.send.broadcast_id is not None and delivery.status == Delivery.Status.QUEUED
 
 
 def _claim_more(runner: Runner, *, channel_id: int, broadcast_id: int, have: set[int], now: dt.datetime
