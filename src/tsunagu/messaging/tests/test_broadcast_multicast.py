@@ -111,30 +111,26 @@ def test_a_worker_killed_after_the_request_resends_the_same_group_under_the_same
     assert {d.status for d in Delivery.objects.filter(channel_type="line")} == {"sent"}
 
 
-def test_a_push_interrupted_alone_is_resent_as_that_push(workspace, line, monkeypatch):
-    users, crowd = _setup(workspace, line, 1)
+def test_an_interrupted_push_is_resent_as_that_push_not_regrouped(workspace, line):
+    from tsunagu.messaging.broadcast_expand import broadcasts_run_due
+    from tsunagu.messaging.failover import sends_run_due
+
+    users, crowd = _setup(workspace, line, 3)
     broadcast_create(workspace=workspace, communication="sale", actor=SYSTEM,
                      audience={"customer_ids": [c.pk for c in crowd]}, data={"coupon": "P"})
-    real = LineChannel.send
-
-    def killed(self, message):
-        real(self, message)
-        raise SystemExit("SIGKILL")
-
-    monkeypatch.setattr(LineChannel, "send", killed)
-    with pytest.raises(SystemExit):
-        run_until_idle()
-    monkeypatch.undo()
-    [stuck] = Delivery.objects.filter(channel_type="line")
-    assert (stuck.status, stuck.provider_id) == ("sending", "")
-    with time_machine.travel(clock.now() + dt.timedelta(minutes=5), tick=False):
-        run_until_idle("w2")
-    first, again = line.requests
-    assert [r.path for r in line.requests] == ["/v2/bot/message/push"] * 2
-    assert again.headers["x-line-retry-key"] == first.headers["x-line-retry-key"] and again.status == 409
+    broadcasts_run_due(worker_id="w1")
+    sends_run_due(worker_id="w1")
+    # One of them was being pushed alone when its worker died: "sending", no group key, lease run out.
+    first = Delivery.objects.filter(channel_type="line").order_by("id").first()
+    Delivery.objects.filter(pk=first.pk).update(status="sending", attempts=1, locked_by="dead",
+                                                lease_until=clock.now() - dt.timedelta(seconds=1))
+    run_until_idle("w2")
+    paths = sorted(r.path for r in line.requests)
+    assert paths == ["/v2/bot/message/multicast", "/v2/bot/message/push"]  # the two others grouped
+    push = next(r for r in line.requests if r.path.endswith("/push"))
+    assert push.body["to"] == first.address
     assert _received(line) == Counter(users)
-    stuck.refresh_from_db()
-    assert stuck.status == "sent"
+    assert {d.status for d in Delivery.objects.filter(channel_type="line")} == {"sent"}
 
 
 def test_a_lost_answer_is_retried_with_the_same_key(workspace, line):
