@@ -218,3 +218,24 @@ def broadcasts_run_due(*, worker_id: str, limit: int = 4) -> int:
 @worker_task("messaging.broadcasts")
 def expand_broadcasts(worker_id: str) -> int:
     return broadcasts_run_due(worker_id=worker_id)
+
+
+def broadcast_run_inline(*, broadcast_id: int, worker_id: str, passes: int = 10_000) -> bool:
+    """Run one broadcast to its end in this thread — expansion, the policy engine, the deliveries — as
+    the worker would, for the demo loader (which has no worker yet). Returns whether it is done."""
+    from tsunagu.messaging.delivery import Runner
+    from tsunagu.messaging.failover import sends_run_due
+
+    runner = Runner(worker_id=worker_id)
+    try:
+        for _ in range(passes):
+            now = clock.now()
+            Broadcast.objects.filter(pk=broadcast_id).update(locked_by=worker_id, lease_until=_lease(now))
+            made = broadcast_expand_chunk(broadcast_id=broadcast_id, worker_id=worker_id, now=now)
+            busy = made + sends_run_due(worker_id=worker_id) + runner.run_due()
+            if not busy and broadcast_finish_if_done(broadcast_id=broadcast_id, worker_id=worker_id):
+                return True
+    finally:
+        runner.close()
+        Broadcast.objects.filter(pk=broadcast_id, locked_by=worker_id).update(lease_until=None, locked_by="")
+    return False

@@ -240,3 +240,18 @@ def test_only_operators_and_up_run_broadcasts_and_reads_stay_in_the_workspace(wo
     assert broadcast_list(workspace=other_workspace) == []
     with pytest.raises(NotFound):
         broadcast_get(workspace=other_workspace, broadcast_id=b.pk)
+
+
+def test_the_demo_broadcast_runs_to_done_in_the_loader(workspace):
+    from tsunagu.demo.broadcast import demo_broadcast
+    from tsunagu.demo.messaging import COMMUNICATIONS
+    from tsunagu.messaging.services import communication_create
+
+    people(workspace, 4)
+    spec = next(c for c in COMMUNICATIONS if c["key"] == "point-expiry")
+    communication_create(workspace=workspace, actor=SYSTEM, **spec)
+    b = Broadcast.objects.get(pk=demo_broadcast(workspace=workspace, actor=SYSTEM))
+    summary = broadcast_summary(b)
+    assert b.status == "done" and b.locked_by == ""
+    assert (summary["total"], summary["sent"], summary["skipped"]) == (5, 4, {"duplicate": 1})
+    assert summary["by_channel"] == {"in_app": 4}
