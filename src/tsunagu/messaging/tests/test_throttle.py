@@ -29,8 +29,9 @@ def test_rate_per_second_is_accepted_and_checked(kind):
         base = line.channel_config() if kind == "line" else twilio.channel_config()
         cls = channel_class(kind)
         assert cls.clean_config({**base, "rate_per_second": 5})["rate_per_second"] == 5.0
+        assert cls.clean_config({**base, "rate_per_second": " 0.5 "})["rate_per_second"] == 0.5  # the console's
         assert "rate_per_second" not in cls.clean_config({**base, "rate_per_second": None})
-        for bad in (0, -1, "5", True, 10_001):
+        for bad in (0, -1, "fast", "", True, [5], 10_001):
             with pytest.raises(ValidationError) as caught:
                 cls.clean_config({**base, "rate_per_second": bad})
             assert caught.value.field == "config.rate_per_second"
