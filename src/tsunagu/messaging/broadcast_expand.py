@@ -29,6 +29,10 @@ from tsunagu.messaging.models import Broadcast, BroadcastRecipient, Communicatio
 
 # How often a fully expanded broadcast is looked at to see whether all its sends have ended.
 RECHECK = dt.timedelta(seconds=2)
+# Sends are taken in due order: a broadcast expanded all at once would put its whole audience in front of
+# the order confirmation a customer is waiting for. So a chunk is expanded only while fewer than this many
+# sends (of anyone) are due and waiting for the policy engine.
+BACKLOG = 2000
 _MERGE_HOPS = 5
 
 
@@ -119,6 +123,9 @@ def broadcast_expand_chunk(*, broadcast_id: int, worker_id: str, now: dt.datetim
         )
         if b is None or b.cursor >= b.total:
             return 0
+        waiting = Send.objects.filter(due_at__isnull=False, due_at__lte=now).values_list("pk", flat=True)
+        if len(waiting[:BACKLOG]) >= BACKLOG:
+            return 0  # the next pass, once the engine has caught up
         rows = list(
             BroadcastRecipient.objects.filter(broadcast=b, position__gt=b.cursor)
             .order_by("position")

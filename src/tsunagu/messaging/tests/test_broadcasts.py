@@ -202,6 +202,27 @@ def test_expansion_goes_a_chunk_at_a_time_and_a_crash_inside_one_loses_and_doubl
     assert Delivery.objects.filter(send__broadcast=b).count() == 7 and b.status == "done"
 
 
+def test_expansion_waits_while_the_engine_has_a_backlog(workspace, monkeypatch):
+    from tsunagu.messaging.failover import sends_run_due
+
+    crowd = people(workspace, 6)
+    inapp_communication(workspace, variants=_variants())
+    monkeypatch.setattr(broadcast_expand, "CHUNK", 2)
+    monkeypatch.setattr(broadcast_expand, "BACKLOG", 3)
+    b = broadcast_create(workspace=workspace, communication="notice", actor=SYSTEM,
+                         audience={"customer_ids": [c.pk for c in crowd]})
+    assert broadcasts_run_due(worker_id="w1") == 2
+    assert broadcasts_run_due(worker_id="w1") == 2  # 2 due < 3: one more chunk
+    assert broadcasts_run_due(worker_id="w1") == 0  # 4 due: a transactional send would wait behind them
+    b.refresh_from_db()
+    assert b.cursor == 4 and b.status == "running"
+    sends_run_due(worker_id="w1")  # the engine catches up
+    assert broadcasts_run_due(worker_id="w1") == 2
+    run_until_idle()
+    b.refresh_from_db()
+    assert b.status == "done" and Send.objects.filter(broadcast=b).count() == 6
+
+
 def test_a_broadcast_held_by_a_live_lease_is_not_expanded_by_another_worker(workspace):
     crowd = people(workspace, 2)
     inapp_communication(workspace, variants=_variants())
