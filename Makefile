@@ -47,6 +47,7 @@ bench: install-test
 	$(BIN)/python -m bench archive
 	$(BIN)/python -m bench email --write
 	$(BIN)/python -m bench sends --write
+	$(BIN)/python -m bench broadcast --write
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -268,7 +268,12 @@ def one_repetition(args: argparse.Namespace, rep: int) -> dict[str, Any]:
 
 # Other benchmarks: ``python -m bench NAME [ARGS]`` runs ``SUITES[NAME].main(ARGS)``; each writes its own
 # section of docs/performance.md (``report.write_section``), kept when this one rewrites the file.
-SUITES = {"archive": "bench.archive_search", "email": "bench.email_send", "sends": "bench.sends_pipeline"}
+SUITES = {
+    "archive": "bench.archive_search",
+    "email": "bench.email_send",
+    "sends": "bench.sends_pipeline",
+    "broadcast": "bench.broadcast",
+}
 
 
 def main(argv: list[str] | None = None) -> int:

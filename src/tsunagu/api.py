@@ -29,6 +29,7 @@ from tsunagu.core.errors import TsunaguError
 from tsunagu.customers.api import router as customers_router
 from tsunagu.events.api import router as events_router
 from tsunagu.messaging.api import router as messaging_router
+from tsunagu.messaging.api_broadcasts import router as broadcasts_router
 from tsunagu.messaging.api_consents import router as consents_router
 
 
@@ -104,6 +105,7 @@ api.add_router("/", events_router)
 api.add_router("/", core_router)
 api.add_router("/", messaging_router)
 api.add_router("/", consents_router)
+api.add_router("/", broadcasts_router)
 
 
 @api.exception_handler(TsunaguError)

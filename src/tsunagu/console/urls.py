@@ -3,6 +3,7 @@ from django.urls import include, path
 
 from tsunagu.console import (
     views,
+    views_broadcasts,
     views_channels,
     views_consent,
     views_messaging,
@@ -59,6 +60,13 @@ urlpatterns = [
         name="channel_delete",
     ),
     path("w/<slug:slug>/messaging/channels/<int:channel_id>/test", views_channels.channel_test, name="channel_test"),
+    path("w/<slug:slug>/messaging/broadcasts/", views_broadcasts.broadcasts, name="broadcasts"),
+    path("w/<slug:slug>/messaging/broadcasts/<int:broadcast_id>/", views_broadcasts.broadcast, name="broadcast"),
+    path(
+        "w/<slug:slug>/messaging/broadcasts/<int:broadcast_id>/<str:action>",
+        views_broadcasts.broadcast_action,
+        name="broadcast_action",
+    ),
     path("w/<slug:slug>/messaging/archive/", views_channels.archive, name="archive"),
     path("w/<slug:slug>/messaging/settings/", views_settings.messaging_settings, name="messaging_settings"),
     path("w/<slug:slug>/messaging/archive/<int:delivery_id>/", views_channels.delivery, name="delivery"),

@@ -20,6 +20,7 @@ from tsunagu.core.permissions import System
 from tsunagu.core.selectors import user_get, workspace_get
 from tsunagu.core.services import apikey_create, audit_record, membership_add, user_create, workspace_create
 from tsunagu.customers.selectors import customer_count
+from tsunagu.demo.broadcast import demo_broadcast
 from tsunagu.demo.catalog import (
     _FLUSH_AFTER,
     DEFAULT_PASSWORD,
@@ -218,6 +219,7 @@ def demo_load(
                 advance(_apply(workspace))
             # Three weeks of messages, and their outcomes on the timeline through the same log.
             sent = demo_messaging(workspace=workspace, actor=DEMO_ACTOR, end=received_at, seed=SEED)
+            demo_broadcast(workspace=workspace, actor=DEMO_ACTOR)
             while delivery_events_publish(limit=2000) + send_events_publish(limit=2000):
                 pass
             events_apply_pending(workspace_id=workspace.pk)

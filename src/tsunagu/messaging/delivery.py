@@ -306,9 +306,13 @@ class Runner:
         if not claimed:
             return 0
         with _relaxed_sqlite():
+            from tsunagu.messaging.multicast import multicast_run  # imports this module
+
+            # LINE deliveries of broadcasts go as multicasts (``messaging.multicast``); the others in waves.
+            rest = multicast_run(self, claimed)
             on_wire: list[tuple[Delivery, Future[Any]]] = []
             try:
-                for wave in self._waves(claimed):
+                for wave in self._waves(rest):
                     ready = [p for p in map(self._prepare, wave) if p is not None]
                     self._collect(on_wire)
                     on_wire = self._hand_over(self._start(ready))

@@ -42,6 +42,7 @@ from tsunagu.messaging.models import (
 )
 from tsunagu.messaging.render import pick_variant
 from tsunagu.messaging.rules import PERIODS, caps_for, customer_zone, holiday_until, quiet_until
+from tsunagu.messaging.throttle import throttle_due
 
 log = logging.getLogger(__name__)
 
@@ -450,7 +451,7 @@ def _deliver(
         headers={"extra": reach.extra} if reach.extra else {},
         created_at=now,
         updated_at=now,
-        due_at=now,
+        due_at=throttle_due(reach.row, now),  # a channel with rate_per_second spaces its deliveries
     )
     writes.deliveries.append(delivery)
     writes.attempts.append(Attempt(

@@ -9,7 +9,10 @@ import time
 from django.conf import settings
 
 from tsunagu.core.worker import RECURRING, worker_task
-from tsunagu.messaging import archive_export  # noqa: F401 - registers the messaging.retention job handler
+from tsunagu.messaging import (
+    archive_export,  # noqa: F401 - registers the messaging.retention job handler
+    broadcast_expand,  # noqa: F401 - registers the messaging.broadcasts worker task
+)
 from tsunagu.messaging.delivery import Runner
 from tsunagu.messaging.failover import sends_run_due
 from tsunagu.messaging.inbound import bounce_mailboxes_poll

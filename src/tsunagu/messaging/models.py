@@ -110,6 +110,10 @@ class Broadcast(models.Model):
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="broadcasts")
     communication = models.ForeignKey(Communication, on_delete=models.PROTECT, related_name="broadcasts")
+    # The version every recipient gets: the communication's current one when the broadcast was made.
+    version = models.ForeignKey(
+        CommunicationVersion, on_delete=models.PROTECT, null=True, blank=True, related_name="broadcasts"
+    )
     name = models.CharField(max_length=200, blank=True)
     policy = models.JSONField(null=True, blank=True)  # overrides the communication's, when given
     data = models.JSONField(default=dict, blank=True)
@@ -117,6 +121,9 @@ class Broadcast(models.Model):
     send_at = models.DateTimeField(default=clock.now)
     total = models.PositiveIntegerField(default=0)  # recipients listed
     cursor = models.PositiveIntegerField(default=0)  # recipients expanded into sends so far (by position)
+    # Listed recipients that became no send, by reason (unknown_recipient, duplicate), counted as expanded.
+    unmatched = models.JSONField(default=dict, blank=True)
+    paused_at = models.DateTimeField(null=True, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)
     locked_by = models.CharField(max_length=100, blank=True)
     actor = models.CharField(max_length=200, blank=True)
@@ -130,6 +137,14 @@ class Broadcast(models.Model):
             models.Index(fields=["status", "send_at"], name="broadcast_due_idx"),
             models.Index(fields=["workspace", "-created_at"], name="broadcast_recent_idx"),
         ]
+
+
+class ChannelThrottle(models.Model):
+    """The next free moment of a rate-limited channel (``messaging.throttle``): deliveries made on it are
+    given due times ``1 / rate_per_second`` apart, from this row, in the transaction that makes them."""
+
+    channel = models.OneToOneField(Channel, on_delete=models.CASCADE, related_name="throttle")
+    next_at = models.DateTimeField(default=clock.now)
 
 
 class BroadcastRecipient(models.Model):
@@ -197,6 +212,8 @@ class Send(models.Model):
             models.Index(fields=["workspace", "-created_at"], name="send_recent_idx"),
             models.Index(fields=["due_at"], name="send_due_idx", condition=models.Q(due_at__isnull=False)),
             models.Index(fields=["broadcast", "status"], name="send_broadcast_idx"),
+            # A broadcast's expansion asks which of a chunk's customers already have a send of it.
+            models.Index(fields=["broadcast", "customer"], name="send_broadcast_customer_idx"),
         ]
 
 

@@ -61,9 +61,9 @@ def test_the_demo_has_communications_and_weeks_of_archived_messages(demo):
     workspace = workspace_get(slug="demo")
     assert set(Communication.objects.filter(workspace=workspace).values_list("key", flat=True)) == {
         "order-shipped", "cart-reminder", "point-expiry", "refund-done"}
-    sends = Send.objects.filter(workspace=workspace)
+    sends = Send.objects.filter(workspace=workspace, broadcast__isnull=True)
     assert sends.count() == 400
-    deliveries = Delivery.objects.filter(workspace=workspace)
+    deliveries = Delivery.objects.filter(workspace=workspace, send__broadcast__isnull=True)
     # Some sends could use no step (no address, no opt-in: skipped), some failed over to a second message.
     assert sends.filter(status="skipped").exists()
     failed_over = Attempt.objects.filter(send__workspace=workspace, reason__in=("failed", "bounced"))
@@ -77,6 +77,16 @@ def test_the_demo_has_communications_and_weeks_of_archived_messages(demo):
     spread = deliveries.order_by("created_at").values_list("created_at", flat=True)
     assert (spread.last() - spread.first()).days >= 14
     assert Event.objects.filter(workspace=workspace, event="Message Sent").exists()
+
+
+def test_the_demo_has_a_finished_broadcast(demo):
+    from tsunagu.messaging.broadcasts import broadcast_list, broadcast_summary
+
+    [b] = broadcast_list(workspace=workspace_get(slug="demo"))
+    summary = broadcast_summary(b)
+    assert b.status == "done" and b.communication.key == "point-expiry"
+    assert summary["total"] == 31 and summary["sent"] == summary["sends"] == 30  # the 30 demo customers
+    assert summary["skipped"] == {"duplicate": 1} and summary["pending"] == 0
 
 
 def test_login_owner_membership_and_api_token(demo, tmp_path):

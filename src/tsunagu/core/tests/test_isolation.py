@@ -19,6 +19,7 @@ from tsunagu.core.services import apikey_create, apikey_revoke, membership_add, 
 from tsunagu.customers.models import Customer, Merge
 from tsunagu.events.models import Event, Source
 from tsunagu.events.services import source_create
+from tsunagu.messaging.broadcasts import broadcast_create
 from tsunagu.messaging.delivery import Runner
 from tsunagu.messaging.services import channel_create, communication_create, send_create
 from tsunagu.testing.pipeline import apply_all
@@ -52,6 +53,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("put", "/api/v1/customers/{customer_id}/consents"): {
         "channel": "email", "topic": "marketing", "status": "granted", "source": "isolation walk"
     },
+    ("post", "/api/v1/broadcasts"): {"communication": "notice-aaa", "audience": {"user_ids": ["user-AAA"]}},
 }
 
 
@@ -71,6 +73,7 @@ class Tenant:
     send_id: int = 0
     message_id: int = 0
     email_id: int = 0
+    broadcast_id: int = 0
 
     def path_value(self, name: str) -> Any:
         """The id of this tenant's object that fills a path parameter. A new parameter name must be taught
@@ -85,6 +88,7 @@ class Tenant:
             "send_id": self.send_id,
             "message_id": self.message_id,
             "email_id": self.email_id,
+            "broadcast_id": self.broadcast_id,
         }
         assert name in values, f"path parameter {name!r} has no object to fill it with: add it to Tenant.path_value"
         return values[name]
@@ -203,6 +207,9 @@ def populate(workspace: Any, tag: str) -> Tenant:
     tenant.channel_id, tenant.communication_key = channel.pk, comm.key
     tenant.send_id, tenant.message_id = sent.pk, message.pk
     tenant.email_id = mailed.deliveries.get().pk
+    tenant.broadcast_id = broadcast_create(
+        workspace=workspace, communication=comm.key, audience={"user_ids": [f"user-{tag}"]}, actor=SYSTEM
+    ).pk
     return tenant
 
 

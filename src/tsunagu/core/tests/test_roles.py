@@ -37,6 +37,11 @@ WRITES: dict[tuple[str, str], tuple[str, int]] = {
     ("post", f"{API}/sends"): ("agent", 201),
     ("post", f"{API}/customers/{{customer_id}}/inbox/{{message_id}}/read"): ("agent", 200),
     ("put", f"{API}/customers/{{customer_id}}/consents"): ("agent", 200),
+    # Broadcasts are campaigns: operators and up (agents send one-to-one messages only).
+    ("post", f"{API}/broadcasts"): ("operator", 201),
+    ("post", f"{API}/broadcasts/{{broadcast_id}}/pause"): ("operator", 200),
+    ("post", f"{API}/broadcasts/{{broadcast_id}}/resume"): ("operator", 200),
+    ("post", f"{API}/broadcasts/{{broadcast_id}}/cancel"): ("operator", 200),
 }
 ROLES = ["viewer", "agent", "operator", "admin", "owner"]
 

@@ -27,6 +27,7 @@ from tsunagu.messaging.channels.base import (
     Outcome,
     StatusReport,
 )
+from tsunagu.messaging.channels.rate import rate_clean
 
 # Retry keys are UUIDs (LINE refuses anything else); a delivery key that is not one is mapped to one
 # deterministically, so every retry of a delivery carries the same key.
@@ -105,7 +106,7 @@ class Channel(ChannelBase):
     type = "line"
     secret_fields = ("channel_access_token", "channel_secret")
     required_fields = ("channel_access_token", "channel_secret")
-    optional_fields = ("base_url",)
+    optional_fields = ("base_url", "rate_per_second")
     webhooks = ("events",)
     variant_fields = ("text", "flex", "alt_text")
     variant_required = (("text", "flex"),)
@@ -132,7 +133,7 @@ class Channel(ChannelBase):
             cleaned["base_url"] = cleaned["base_url"].rstrip("/")
         else:
             cleaned.pop("base_url", None)
-        return cleaned
+        return rate_clean(cleaned)
 
     @classmethod
     def finish(cls, content: dict[str, Any]) -> dict[str, Any]:

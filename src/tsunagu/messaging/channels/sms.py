@@ -31,6 +31,7 @@ from tsunagu.messaging.channels.base import (
     Outcome,
     StatusReport,
 )
+from tsunagu.messaging.channels.rate import rate_clean
 
 # Twilio error codes (https://www.twilio.com/docs/api/errors) that say the number cannot receive SMS:
 # retrying cannot help and the address is suppressed.
@@ -95,7 +96,7 @@ class Channel(ChannelBase):
     type = "sms"
     secret_fields = ("auth_token",)
     required_fields = ("provider", "account_sid", "auth_token", "from_number")
-    optional_fields = ("base_url",)
+    optional_fields = ("base_url", "rate_per_second")
     webhooks = ("status", "inbound")
     variant_fields = ("text",)
     variant_required = (("text",),)
@@ -140,7 +141,7 @@ class Channel(ChannelBase):
             cleaned["base_url"] = cleaned["base_url"].rstrip("/")
         else:
             cleaned.pop("base_url", None)
-        return cleaned
+        return rate_clean(cleaned)
 
     @classmethod
     def finish(cls, content: dict[str, Any]) -> dict[str, Any]:
