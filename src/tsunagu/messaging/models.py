@@ -374,7 +374,11 @@ class Attempt(models.Model):
     ended_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["send", "step"], name="attempt_send_idx")]
+        indexes = [
+            models.Index(fields=["send", "step"], name="attempt_send_idx"),
+            # The console's counts of skipped and moved-on sends by reason over recent days.
+            models.Index(fields=["workspace", "started_at"], name="attempt_recent_idx"),
+        ]
 
 
 class SendEvent(models.Model):
@@ -390,7 +394,10 @@ class SendEvent(models.Model):
     logged = models.BooleanField(default=False)
 
     class Meta:
-        indexes = [models.Index(fields=["logged", "id"], name="sendevent_outbox_idx", condition=models.Q(logged=False))]
+        indexes = [
+            models.Index(fields=["logged", "id"], name="sendevent_outbox_idx", condition=models.Q(logged=False)),
+            models.Index(fields=["workspace", "kind", "at"], name="sendevent_recent_idx"),  # the console's counts
+        ]
 
 
 class Consent(models.Model):
