@@ -258,7 +258,8 @@ own memory), the figure that shows whether memory grows with the audience.
 Every LINE user received the message exactly once (checked at the stand-in; the run fails otherwise).
 The worker holds one chunk of 1,000 recipients, one batch of 200 sends and up to 1,000 deliveries of a
 multicast group at a time, whatever the audience: {heap}. Recipients/s follows the machine's load (other
-work shares it) more than the audience. Most of the time is the policy engine (`failover.send_advance`, about ten queries a send), then the per-recipient render.
+work shares it) more than the audience. Most of the time is the policy engine (`failover.send_advance`,
+about ten queries a send), then the per-recipient render.
 """
 
 
