@@ -237,6 +237,8 @@ def _section(results: list[dict[str, Any]], load: float) -> str:
         f"{r['multicasts']} ({r['largest']}) | {r['conflicts']} | 0 |"
         for r in results
     )
+    heap = "its heap was " + " and ".join(f"{r['anon_mb']:.0f} MB at {r['size']:,}" for r in results)
+    heap += " recipients"
     return f"""## Broadcasts (`python -m bench broadcast`)
 
 A LINE broadcast through the real worker to the LINE stand-in on loopback (one `tsunagu worker`, SQLite),
@@ -254,9 +256,10 @@ own memory), the figure that shows whether memory grows with the audience.
 {rows}
 
 Every LINE user received the message exactly once (checked at the stand-in; the run fails otherwise).
-Memory is flat: the worker holds one chunk of 1,000 recipients, one batch of 200 sends and up to 1,000
-deliveries of a multicast group at a time, whatever the audience. Most of the time is the policy engine
-(`failover.send_advance`, about ten queries a send), then the per-recipient render.
+The worker holds one chunk of 1,000 recipients, one batch of 200 sends and up to 1,000 deliveries of a
+multicast group at a time, whatever the audience: {heap}. Recipients/s follows the machine's load (other
+work shares it) more than the audience. Most of the time is the policy engine (`failover.send_advance`,
+about ten queries a send), then the per-recipient render.
 """
 
 
