@@ -36,7 +36,7 @@ def runner_for(worker_id: str) -> Runner:
 @worker_task("messaging.sends")
 def advance_sends(worker_id: str) -> int:
     # Before the deliveries: a step made here is sent in the same pass of the worker.
-    return sends_run_due(worker_id=worker_id, limit=200)
+    return sends_run_due(worker_id=worker_id, limit=500)
 
 
 @worker_task("messaging.deliveries")
