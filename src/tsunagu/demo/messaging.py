@@ -147,7 +147,7 @@ COMMUNICATIONS: list[dict[str, Any]] = [
 _OUTCOMES: dict[str, list[tuple[str, float]]] = {
     "email": [("bounced", 0.02), ("opened", 0.45), ("clicked", 0.12)],
     "sms": [("failed", 0.04), ("delivered", 1.0)],
-    "line": [],
+    "line": [("failed", 0.08)],  # the customer blocked the account: the send goes on by SMS
     "in_app": [("opened", 0.5)],
 }
 
@@ -181,6 +181,13 @@ def _consents(people: list[Any], *, rng: random.Random, actor: Any, end: dt.date
                         at=end - dt.timedelta(days=rng.uniform(1, 20)), event=False)
 
 
+_REASONS = {
+    ("email", "bounced"): "550 5.1.1 user unknown",
+    ("sms", "failed"): "30003 Unreachable destination handset",
+    ("line", "failed"): "400 Failed to send messages: the user has blocked the LINE Official Account",
+}
+
+
 def _play(delivery: Any, *, at: dt.datetime, rng: random.Random) -> dt.datetime:
     """Report what became of one message, as its provider would have; returns the time of the last report."""
     t = at + dt.timedelta(seconds=rng.uniform(1, 20))
@@ -191,9 +198,7 @@ def _play(delivery: Any, *, at: dt.datetime, rng: random.Random) -> dt.datetime:
         if rng.random() >= chance:
             continue
         t += dt.timedelta(minutes=rng.uniform(1, 600))
-        reason = {"bounced": "550 5.1.1 user unknown", "failed": "30003 Unreachable destination handset"}.get(
-            status, ""
-        )
+        reason = _REASONS.get((delivery.channel_type, status), "")
         delivery_report(delivery=delivery, report=Report(status=status, at=t, reason=reason))
         if status in ("bounced", "failed"):
             break
