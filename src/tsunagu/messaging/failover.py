@@ -168,6 +168,7 @@ class Batch:
         for row in Suppression.objects.filter(workspace_id__in=workspaces, address__in=addresses).order_by("id"):
             self.suppressions.setdefault((row.workspace_id, row.channel_type, row.address), []).append(row)
         self._ids = ids
+        self._addresses = addresses
         self._counts: dict[tuple[int, int], dict[int, int]] = {}  # (workspace, cap index) -> customer -> n
 
     def channel(self, workspace: Workspace, channel_type: str) -> Channel | None:
@@ -177,7 +178,13 @@ class Batch:
         return self.channels[key]
 
     def suppression(self, workspace_id: int, channel_type: str, address: str, topic: str) -> Suppression | None:
-        rows = self.suppressions.get((workspace_id, channel_type, address), [])
+        key = (workspace_id, channel_type, address)
+        if address not in self._addresses:  # not a profile's address (a push endpoint): read it now
+            self._addresses.add(address)
+            rows_now = Suppression.objects.filter(workspace_id=workspace_id, address=address).order_by("id")
+            for row in rows_now:
+                self.suppressions.setdefault((row.workspace_id, row.channel_type, row.address), []).append(row)
+        rows = self.suppressions.get(key, [])
         return next((r for r in rows if r.topic in ("", topic)), None)
 
     def _count(self, workspace: Workspace, index: int, cap: dict[str, Any]) -> dict[int, int]:

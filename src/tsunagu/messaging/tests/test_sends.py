@@ -149,3 +149,21 @@ def test_suppressed_addresses_are_not_used(workspace, send):
     s = send_create(workspace=workspace, communication="notice", customer=customer, actor=SYSTEM)
     assert s.attempts.get().reason == "suppressed"
     assert work() == 0
+
+
+def test_an_address_that_is_not_the_profiles_is_checked_against_the_suppression_list_too(workspace, send):
+    # A webhook's URL (like a push endpoint) is the channel's, not one of the customer's addresses: the
+    # batch's read of the profiles' suppressions does not hold it and it is looked up on its own.
+    from tsunagu.messaging.services import suppression_add
+
+    customer = identified(send, workspace)
+    url = "https://hooks.example.jp/in"
+    channel_create(workspace=workspace, type="webhook", name="CRM", config={"url": url}, actor=SYSTEM)
+    communication_create(
+        workspace=workspace, key="hook", name="Hook", topic="service", actor=SYSTEM,
+        variants=[{"channel": "webhook", "locale": "ja", "payload": '{"id": {{ customer.id }}}'}],
+    )
+    assert send_create(workspace=workspace, communication="hook", customer=customer, actor=SYSTEM).status == "queued"
+    suppression_add(workspace=workspace, channel_type="webhook", address=url, reason="complaint")
+    s = send_create(workspace=workspace, communication="hook", customer=customer, actor=SYSTEM)
+    assert s.status == "skipped" and s.attempts.get().reason == "suppressed"
