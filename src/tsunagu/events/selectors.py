@@ -59,9 +59,12 @@ def _source_sql() -> str:
 
 
 def _from_row(model: type[Any], values: tuple[Any, ...]) -> Any:
-    """An instance as the ORM would load it. Datetimes are the only columns of Source and Workspace that need
-    converting (SQLite hands them back naive UTC); test_source_lookup compares every field with the ORM's."""
+    """An instance as the ORM would load it. Datetimes (SQLite hands them back naive UTC) and JSON (the
+    workspace's messaging rules, decoded by the field as the ORM does) are the columns of Source and
+    Workspace that need converting; test_source_lookup compares every field with the ORM's."""
     converted = list(values)
+    for index, field in _JSON_FIELDS[model]:
+        converted[index] = field.from_db_value(converted[index], None, connection)  # type: ignore[attr-defined]
     for index in _DATETIME_INDEXES[model]:
         value = converted[index]
         if isinstance(value, str):
@@ -72,6 +75,10 @@ def _from_row(model: type[Any], values: tuple[Any, ...]) -> Any:
     return model.from_db(connection.alias, _ATTNAMES[model], converted)
 
 
+_JSON_FIELDS = {
+    model: [(i, f) for i, f in enumerate(fields) if f.get_internal_type() == "JSONField"]
+    for model, fields in ((Source, _SOURCE_FIELDS), (Workspace, _WORKSPACE_FIELDS))
+}
 _DATETIME_INDEXES = {
     model: [i for i, f in enumerate(fields) if f.get_internal_type() == "DateTimeField"]
     for model, fields in ((Source, _SOURCE_FIELDS), (Workspace, _WORKSPACE_FIELDS))
