@@ -124,7 +124,9 @@ def test_every_demo_channel_has_a_source_and_events(demo):
     for event in touchpoints.select_related("source"):
         assert event.channel == event.source.channel
     messaging = Event.objects.filter(source__name="tsunagu messaging")
-    assert set(messaging.values_list("channel", flat=True)) <= {"email", "sms", "line", "app"}
+    assert set(messaging.values_list("channel", flat=True)) <= {"email", "sms", "line", "app", "backoffice"}
+    # Only a send's own outcome with no one channel (its policy ran out) is the back office's.
+    assert set(messaging.filter(channel="backoffice").values_list("event", flat=True)) <= {"Message Undeliverable"}
 
 
 def test_names_with_furigana(demo):
