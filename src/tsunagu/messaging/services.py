@@ -255,7 +255,8 @@ def communication_create(
                 communication=comm, number=1, name=name, topic=topic, variants=clean, created_by=_label(actor)
             )
             audit_record(
-                workspace=workspace, actor=actor, action="communication.created", target=key, data={"version": 1}
+                workspace=workspace, actor=actor, action="communication.created", target=key,
+                data={"version": 1, "policy": clean_policy},
             )
     except IntegrityError:
         raise ValidationError("a communication with this key exists in the workspace", field="key") from None
@@ -295,7 +296,8 @@ def communication_update(
             actor=actor,
             action="communication.versioned",
             target=comm.key,
-            data={"version": number},
+            # The policy before and after: a change of the channel order is a change of configuration.
+            data={"version": number, "policy": {"before": comm.policy, "after": clean_policy}},
         )
     communication.refresh_from_db()
     return version, warnings

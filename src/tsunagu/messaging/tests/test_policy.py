@@ -68,3 +68,14 @@ def test_a_send_shows_its_policy_and_attempts_and_may_override_the_policy(token,
     status, out = api_call("post", "/api/v1/sends", token,
                            {"communication": "hello", "user_id": "u-1", "policy": {"steps": [{"channel": "fax"}]}})
     assert (status, out["field"]) == (400, "policy.steps[0].channel")
+
+
+def test_a_policy_change_is_audited_with_its_actor(token):
+    from tsunagu.core.models import AuditEntry
+
+    policy = {"steps": [{"channel": "sms"}, {"channel": "email"}], "late_success": "ignore"}
+    api_call("post", "/api/v1/communications", token,
+             {"key": "hello", "name": "Hello", "topic": "service", "variants": VARIANTS})
+    api_call("put", "/api/v1/communications/hello", token, {"variants": VARIANTS, "policy": policy})
+    entry = AuditEntry.objects.get(action="communication.versioned")
+    assert entry.data["policy"] == {"before": None, "after": policy} and entry.actor
