@@ -97,6 +97,7 @@ INSTALLED_APPS = [
     "tsunagu.core",
     "tsunagu.customers",
     "tsunagu.events",
+    "tsunagu.segments",
     "tsunagu.messaging",
     "tsunagu.console",
 ]

@@ -1,0 +1,1 @@
+"""Worker tasks of segments (registered on import)."""

@@ -1,0 +1,1 @@
+"""Segments' reaction to applied events."""

@@ -1,0 +1,1 @@
+"""SQL functions the rule compiler uses."""
