@@ -1,0 +1,1 @@
+"""The segments API (docs/api.md)."""
