@@ -112,13 +112,11 @@ def segment_export_chunks(*, segment: Segment, fmt: str, traits: list[str]) -> I
     out = [buffer.getvalue().encode()] if fmt == "csv" else []
     buffer.seek(0)
     buffer.truncate()
-    n = 0
-    for row in segment_export_rows(segment=segment, traits=traits):
+    for n, row in enumerate(segment_export_rows(segment=segment, traits=traits), start=1):
         if fmt == "csv":
             writer.writerow([_cell(c, row[c]) for c in header])
         else:
             out.append(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
-        n += 1
         if n % PAGE == 0:
             if fmt == "csv":
                 out.append(buffer.getvalue().encode())
