@@ -27,6 +27,7 @@ import http.client
 import logging
 import os
 import secrets as pysecrets
+import time
 from typing import Any
 
 import orjson
@@ -55,6 +56,7 @@ MAX_ATTEMPTS = 8
 BACKOFF = (5, 30, 120, 600, 1800, 3600, 4 * 3600, 12 * 3600)
 MAX_RETRY_AFTER = 24 * 3600
 TIMEOUT = 10.0
+BUDGET = 5.0  # seconds of POSTing per worker pass (one batch at least)
 USER_AGENT = f"tsunagu/{tsunagu.__version__} (segment webhook)"
 EVENT_TYPE = "segment.membership"
 
@@ -257,12 +259,21 @@ def segment_webhook_deliver(*, batch_id: int, worker_id: str, now: dt.datetime |
     return str(fields.get("status", SegmentWebhookBatch.Status.PENDING))
 
 
-def segment_webhooks_run(*, worker_id: str, now: dt.datetime | None = None, limit: int = 20) -> int:
-    """One worker pass: make batches of pending changes, then deliver due batches. Returns the changes
-    taken plus the batches tried (0 lets the worker rest)."""
+def segment_webhooks_run(*, worker_id: str, now: dt.datetime | None = None, limit: int = 10,
+                         budget: float = BUDGET) -> int:
+    """One worker pass: make batches of pending changes, then deliver due batches — for at most
+    ``budget`` seconds, so that slow receivers do not hold up the worker's other tasks (the batches not
+    tried are let go for the next pass). Returns the changes taken plus the batches tried (0 lets the
+    worker rest)."""
     now = now or clock.now()
+    started = time.monotonic()
     done = segment_webhook_batches_make(now=now)
-    for batch_id in _claim(worker_id=worker_id, now=now, limit=limit):
+    claimed = _claim(worker_id=worker_id, now=now, limit=limit)
+    for i, batch_id in enumerate(claimed):
+        if i and time.monotonic() - started > budget:
+            SegmentWebhookBatch.objects.filter(pk__in=claimed[i:], locked_by=worker_id).update(
+                lease_until=None, locked_by="")
+            break
         segment_webhook_deliver(batch_id=batch_id, worker_id=worker_id, now=now)
         done += 1
     return done

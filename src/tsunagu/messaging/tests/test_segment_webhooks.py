@@ -195,3 +195,24 @@ def test_a_rotated_secret_signs_the_retry(send, gold, hook):
     assert len(hook.rejected) == 1 and "No matching signature" in hook.rejected[0].reason
     assert (_batch().status, _batch().last_error) == ("failed", "HTTP 401 Unauthorized: signature does not verify")
     assert orjson.loads(hook.rejected[0].body)["segment"] == "gold"
+
+
+def test_a_pass_stops_posting_when_its_time_is_up(send, gold, hook, monkeypatch):
+    monkeypatch.setattr(sw, "BATCH", 1)
+    for user in ("u-a", "u-b", "u-c"):
+        _identify(send, user, "gold")
+    other, _ = segment_create(workspace=gold.workspace, key="all", name="All",
+                              rule={"trait": "tier", "op": "exists"}, actor=SYSTEM)
+    # Each segment signs with its own secret: a second receiver holds the second one.
+    with WebhookReceiver(sw.segment_webhook_secret(segment=other, actor=SYSTEM)) as hook2:
+        segment_update(segment=other, webhook_url=hook2.url("/all"), actor=SYSTEM)
+        for user in ("u-d", "u-e"):
+            _identify(send, user, "silver")  # enter "all" only (u-a… were in it from its creation)
+        assert sw.segment_webhook_batches_make() == 5
+        sw.segment_webhooks_run(worker_id="w1", budget=0)  # one batch per segment is due; one is tried
+        assert len(hook.received) + len(hook2.received) == 1
+        assert SegmentWebhookBatch.objects.filter(locked_by="").count() == 5  # the other one let go at once
+        for _ in range(3):
+            sw.segment_webhooks_run(worker_id="w1")
+        assert len(hook.wait_for(3)) == 3 and len(hook2.wait_for(2)) == 2
+        assert hook.rejected == [] and hook2.rejected == []
