@@ -216,3 +216,9 @@ def test_a_pass_stops_posting_when_its_time_is_up(send, gold, hook, monkeypatch)
             sw.segment_webhooks_run(worker_id="w1")
         assert len(hook.wait_for(3)) == 3 and len(hook2.wait_for(2)) == 2
         assert hook.rejected == [] and hook2.rejected == []
+
+
+def test_the_worker_runs_the_task():
+    from tsunagu.core.worker import TASKS
+
+    assert TASKS["messaging.segment_webhooks"] is sw.deliver_segment_webhooks

@@ -125,3 +125,9 @@ def test_bad_parameters_are_json_errors(workspace, token, params, field):
     r = _get(token, "/api/v1/segments/gold/export", **params)
     assert r.status_code == 400 and not r.streaming
     assert orjson.loads(r.content)["field"] == field
+
+
+def test_the_console_can_reverse_the_export_url():
+    from django.urls import reverse
+
+    assert reverse("api:segment-export", kwargs={"key": "vip"}) == "/api/v1/segments/vip/export"
