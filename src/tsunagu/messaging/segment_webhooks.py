@@ -140,6 +140,10 @@ def segment_webhook_batches_make(*, limit: int = TAKE, now: dt.datetime | None =
     """Turn up to ``limit`` pending changes into batches (per segment, in id order, ``BATCH`` a batch);
     returns how many changes were taken. One transaction; 0 when another worker took them first. Changes
     of a segment whose webhook_url has been removed meanwhile are dropped (no longer pending)."""
+    # A read first, outside a transaction: on SQLite a transaction takes the write lock up front, and most
+    # passes of the worker find nothing to do.
+    if not MembershipChange.objects.filter(webhook_pending=True).exists():
+        return 0
     try:
         with transaction.atomic():
             taken = _pending(limit)
@@ -183,9 +187,11 @@ def _claim(*, worker_id: str, now: dt.datetime, limit: int) -> list[int]:
     free = Q(lease_until__isnull=True) | Q(lease_until__lt=now)
     older = SegmentWebhookBatch.objects.filter(segment_id=OuterRef("segment_id"), id__lt=OuterRef("id"),
                                                status=SegmentWebhookBatch.Status.PENDING)
+    due = (SegmentWebhookBatch.objects.filter(free, status=SegmentWebhookBatch.Status.PENDING, next_at__lte=now)
+           .exclude(Exists(older)).order_by("next_at", "id"))
+    if not due.exists():  # as above: no write lock for a pass with nothing due
+        return []
     with transaction.atomic():
-        due = (SegmentWebhookBatch.objects.filter(free, status=SegmentWebhookBatch.Status.PENDING, next_at__lte=now)
-               .exclude(Exists(older)).order_by("next_at", "id"))
         if connection.vendor == "postgresql":
             due = due.select_for_update(skip_locked=True)
         ids = list(due.values_list("pk", flat=True)[:limit])
