@@ -40,6 +40,7 @@ from tsunagu.events.selectors import event_count, source_list
 from tsunagu.events.services import events_append, source_create
 from tsunagu.events.validation import ParsedEvent, parse_event
 from tsunagu.messaging.timeline import delivery_events_publish, send_events_publish
+from tsunagu.segments.services import segment_changes_publish
 
 # Events appended between two runs of the applier: the progress bar moves as profiles are written.
 _APPLY_EVERY = 5000
@@ -224,8 +225,12 @@ def demo_load(
             # Three weeks of messages, and their outcomes on the timeline through the same log.
             sent = demo_messaging(workspace=workspace, actor=DEMO_ACTOR, end=received_at, seed=SEED)
             demo_broadcast(workspace=workspace, actor=DEMO_ACTOR)
-            while delivery_events_publish(limit=2000) + send_events_publish(limit=2000):
-                pass
+            # Messaging's outcomes and the segment changes they cause reach the timeline through the log;
+            # applying them can move segments again, so until nothing is left.
+            while delivery_events_publish(limit=2000) + send_events_publish(limit=2000) + segment_changes_publish(
+                limit=2000
+            ):
+                events_apply_pending(workspace_id=workspace.pk)
             events_apply_pending(workspace_id=workspace.pk)
             audit_record(
                 workspace=workspace,

@@ -183,7 +183,8 @@ def populate(workspace: Any, tag: str) -> Tenant:
     from tsunagu.segments.services import segment_create
 
     segment_create(workspace=workspace, key=comm.key, name=f"Segment-{tag}", actor=SYSTEM,
-                   rule={"trait": "name", "op": "eq", "value": f"Name-{tag}"})
+                   rule={"trait": "name", "op": "eq", "value": f"Name-{tag}"},
+                   webhook_url=f"https://hooks.example.com/Hook-{tag}")
     tenant = Tenant(
         tag=tag,
         token=token,
@@ -211,6 +212,7 @@ def populate(workspace: Any, tag: str) -> Tenant:
             f"Inbox-{tag}",
             f"Consent-{tag}",
             f"Segment-{tag}",
+            f"Hook-{tag}",
         ],
     )
     tenant.channel_id, tenant.communication_key = channel.pk, comm.key
@@ -351,6 +353,8 @@ def query_values(names: list[str], tenant: Tenant) -> list[dict[str, Any]]:
         "customer_id": tenant.customer_id,
         "locale": "ja",
         "version": 1,
+        "format": "csv",
+        "traits": "name",
     }
     variants: list[dict[str, Any]] = [{}]
     for name in names:
