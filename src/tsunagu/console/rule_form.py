@@ -68,7 +68,7 @@ _WHERE = re.compile(r"(r(?:\.\d+)*)\.w(\d+)")
 def value_text(value: Any) -> str:
     """A rule value as the editor's text box shows it: a plain string as itself, anything else (and a string
     that would read as something else, like ``"5"``) as JSON."""
-    if isinstance(value, str):
+    if isinstance(value, str) and value:
         try:
             json.loads(value)
         except ValueError:
@@ -111,7 +111,9 @@ def _cmp(data: Mapping[str, str], fid: str, out: dict[str, Any]) -> dict[str, An
 
 def node_from_form(data: Mapping[str, str], fid: str = "r") -> Any:
     """The rule the form's fields under ``fid`` describe (not validated: ``rule_parse`` judges it)."""
-    kind = data.get(f"{fid}:kind", "")
+    # ``was`` is the kind the node was drawn as: the fields beside it are that kind's, whatever the kind
+    # select says now (``retypes`` turns the change into an edit).
+    kind = data.get(f"{fid}:was") or data.get(f"{fid}:kind", "")
     get = lambda name: data.get(f"{fid}:{name}", "")  # noqa: E731
     if kind in ("all", "any"):
         return {kind: [node_from_form(data, c) for c in _children(data, fid)]}
@@ -158,7 +160,7 @@ def blank(kind: str) -> dict[str, Any]:
     if kind == "not":
         return {"not": blank("trait")}
     if kind in ("trait", "computed"):
-        return {kind: "", "op": "eq", "value": ""}
+        return {kind: "", "op": "eq"}
     if kind == "consent":
         return {"consent": {"channel": "email", "topic": "marketing"}}
     if kind == "event":
@@ -243,8 +245,18 @@ def apply_action(rule: Any, action: str) -> Any:
         elif isinstance(holder, dict):  # a not's only child: a blank condition takes its place
             holder["not"] = blank("trait")
     elif verb == "addwhere" and kind_of(node) == "event":
-        node.setdefault("where", []).append({"property": "", "op": "eq", "value": ""})
+        node.setdefault("where", []).append({"property": "", "op": "eq"})
     return rule
+
+
+def retypes(data: Mapping[str, str]) -> list[str]:
+    """``kind:<id>:<kind>`` for every node whose kind select was changed, the deepest first."""
+    out = []
+    for name, kind in data.items():
+        fid, _sep, field = name.partition(":")
+        if field == "kind" and _ID.fullmatch(fid) and data.get(f"{fid}:was") not in (None, "", kind):
+            out.append(f"kind:{fid}:{kind}")
+    return sorted(out, key=lambda a: -a.count("."))
 
 
 def representable(rule: Any) -> bool:
@@ -338,6 +350,19 @@ def editor(rule: Any, error: tuple[str, str] | None = None) -> tuple[dict[str, A
         at = error_paths(field, tree)
         values = {}
         tree = _walk(rule, "r", "$", values, {p: message for p in at}, 0)
+    by_id: dict[str, dict[str, str]] = {}
+    for name, value in values.items():
+        fid, _sep, field = name.partition(":")
+        by_id.setdefault(fid, {})[field] = value
+
+    def attach(item: dict[str, Any]) -> None:
+        item["v"] = by_id.get(item["fid"], {})
+        for w in item["wheres"]:
+            w["v"] = by_id.get(w["fid"], {})
+        for child in item["children"]:
+            attach(child)
+
+    attach(tree)
     return tree, values
 
 
