@@ -391,7 +391,7 @@ def _cmp_words(node: dict[str, Any]) -> str:
     if op == "between" and isinstance(node["value"], list) and len(node["value"]) == 2:
         low, high = node["value"]
         return _("%(op)s %(a)s and %(b)s") % {"op": label, "a": _value_words(low), "b": _value_words(high)}
-    return f"{label} {_value_words(node['value'])}"
+    return _("%(op)s %(value)s") % {"op": label, "value": _value_words(node["value"])}
 
 
 def _value_words(value: Any) -> str:

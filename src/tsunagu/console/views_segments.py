@@ -162,6 +162,7 @@ def _render_builder(request: HttpRequest, workspace: Any, segment: Any, rule: An
                     status: int = 200) -> HttpResponse:
     context = _builder_context(workspace, rule, mode=mode, error=error, form=form, segment=segment,
                                can_edit=can_edit)
+    context["builder_url"] = request.path
     if getattr(request, "htmx", False) and request.method == "POST":
         response = render(request, "console/segments/_editor.html", {**context, "workspace": workspace})
     else:
@@ -182,8 +183,17 @@ def segment_edit(request: HttpRequest, workspace: Any, key: str) -> HttpResponse
     return _builder(request, workspace, _segment(workspace, key))
 
 
+WARNING_KINDS = {
+    "trait": gettext_lazy("trait"),
+    "event": gettext_lazy("event"),
+    "computed trait": gettext_lazy("computed trait"),
+    "segment": gettext_lazy("segment"),
+}
+
+
 def _warning_text(w: dict[str, Any]) -> str:
-    text = _("Unknown %(kind)s “%(name)s”.") % {"kind": w["kind"], "name": w["name"]}
+    kind = str(WARNING_KINDS.get(w["kind"], w["kind"]))
+    text = _("Unknown %(kind)s “%(name)s”.") % {"kind": kind, "name": w["name"]}
     if w.get("suggestions"):
         text += " " + _("Did you mean: %(names)s?") % {"names": ", ".join(w["suggestions"])}
     return text
@@ -208,9 +218,8 @@ def segment_preview(request: HttpRequest, workspace: Any) -> HttpResponse:
         except ValidationError as exc:
             context["error"] = (exc.field or "$", exc.message)
     context["rule_json"] = json.dumps(rule, ensure_ascii=False, indent=2) if not isinstance(rule, str) else rule
-    response = render(request, "console/segments/_preview.html", context)
-    response.status_code = 200 if context["error"] is None else 400
-    return response
+    # 200 with the error drawn: htmx swaps in 2xx answers only, and a rule being typed is often not one yet.
+    return render(request, "console/segments/_preview.html", context)
 
 
 # -- one segment ---------------------------------------------------------------------------------------------
