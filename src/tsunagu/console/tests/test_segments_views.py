@@ -79,7 +79,8 @@ def test_the_builder_saves_a_segment_and_its_page_shows_members_history_and_rule
     # Edit: a second condition by the editor's button, then save: 一郎 is not gold, 花子 stays.
     r = client_en.post(f"{base}/s/gold/edit", form(GOLD, name="Gold or silver", action="add:r:trait"))
     assert r.status_code == 200 and 'name="r.1:kind"' in r.content.decode()
-    any_rule = {"any": [{"trait": "plan", "op": "eq", "value": "gold"}, {"trait": "plan", "op": "eq", "value": "silver"}]}
+    any_rule = {"any": [{"trait": "plan", "op": "eq", "value": "gold"},
+                        {"trait": "plan", "op": "eq", "value": "silver"}]}
     r = client_en.post(f"{base}/s/gold/edit", form(any_rule, name="Gold or silver", action="save"))
     assert r.status_code == 302
     seg.refresh_from_db()
