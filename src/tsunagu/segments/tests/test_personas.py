@@ -103,3 +103,23 @@ def test_figures_share_spend_channels_and_trend(workspace, source):
     trend = dict(persona_trend(segment=seg, tz=TOKYO, now=now))
     assert len(trend) == 30 and min(trend) == dt.date(2026, 2, 9) and max(trend) == dt.date(2026, 3, 10)
     assert [trend[dt.date(2026, 3, n)] for n in (4, 5, 6, 7, 8, 9, 10)] == [1, 2, 2, 3, 2, 2, 2]
+
+
+def test_the_demos_personas_describe_its_segments_with_pictures(workspace):
+    from tsunagu.demo.personas import PERSONAS, demo_personas, portrait
+    from tsunagu.demo.segments import demo_segments
+    from tsunagu.segments.models import Persona
+
+    demo_segments(workspace=workspace, actor=SYSTEM)
+    assert demo_personas(workspace=workspace, actor=SYSTEM) == [key for key, _f, _c in PERSONAS]
+    for persona in Persona.objects.filter(workspace=workspace):
+        assert picture_check(persona.picture) == persona.picture and persona.picture.startswith("data:image/png")
+        assert persona.goals and persona.preferred_channels
+    image = portrait((6, 199, 85), size=32)
+    assert image.startswith(b"\x89PNG") and struct_size(image) == (32, 32)
+
+
+def struct_size(png: bytes) -> tuple[int, int]:
+    import struct
+
+    return struct.unpack(">II", png[16:24])
