@@ -33,6 +33,7 @@ from tsunagu.demo.catalog import (
     TOKEN_FILE,
 )
 from tsunagu.demo.messaging import demo_messaging
+from tsunagu.demo.personas import demo_personas
 from tsunagu.demo.segments import demo_segments
 from tsunagu.demo.simulation import _fit, _Simulation
 from tsunagu.events.applier import events_apply_pending
@@ -222,6 +223,7 @@ def demo_load(
             # Segments over what happened so far; from here on the applier keeps them (the messaging below
             # records consents and events that move some of them).
             segments = demo_segments(workspace=workspace, actor=DEMO_ACTOR)
+            demo_personas(workspace=workspace, actor=DEMO_ACTOR)
             # Three weeks of messages, and their outcomes on the timeline through the same log.
             sent = demo_messaging(workspace=workspace, actor=DEMO_ACTOR, end=received_at, seed=SEED)
             demo_broadcast(workspace=workspace, actor=DEMO_ACTOR)
