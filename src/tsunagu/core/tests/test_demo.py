@@ -19,6 +19,8 @@ from tsunagu.events.models import Channel, Event, Source
 pytestmark = pytest.mark.django_db
 
 DEMO_CHANNELS = {"web", "app", "email", "line", "store", "call_center"}
+# tsunagu's own sources: messaging's outcomes and segments' entries and exits.
+SYSTEM_SOURCES = ("tsunagu messaging", "tsunagu segments")
 KATAKANA = re.compile(r"^[\u30a0-\u30ffー]+$")
 
 
@@ -40,7 +42,7 @@ def test_loads_once_and_second_call_only_reports(demo, tmp_path):
     assert demo["workspace"] == "demo" and demo["username"] == "demo"
     assert demo["password"] == DEFAULT_PASSWORD
     # The simulated touchpoints' 300 events, and the demo messages' outcomes on the timelines beside them.
-    assert Event.objects.exclude(source__name="tsunagu messaging").count() == 300
+    assert Event.objects.exclude(source__name__in=SYSTEM_SOURCES).count() == 300
     assert demo["events"] == Event.objects.count() > 300
     assert "http://127.0.0.1:8000" in demo["message"] and DEFAULT_PASSWORD in demo["message"]
     workspace = workspace_get(slug="demo")
@@ -52,7 +54,8 @@ def test_loads_once_and_second_call_only_reports(demo, tmp_path):
     assert "already" in again["message"] and "demo" in again["message"]
     assert again["api_token"] == demo["api_token"]
     assert Event.objects.count() == demo["events"]
-    assert Source.objects.filter(workspace=workspace).count() == 7  # six touchpoints and messaging's own
+    # The six touchpoints and tsunagu's own two (messaging, segments).
+    assert Source.objects.filter(workspace=workspace).count() == 8
 
 
 def test_the_demo_has_communications_and_weeks_of_archived_messages(demo):
@@ -115,8 +118,8 @@ def test_password_from_environment(settings, tmp_path, monkeypatch):
 
 def test_every_demo_channel_has_a_source_and_events(demo):
     # Messaging's own source (back office) carries the demo messages' outcomes, on their channels' timelines.
-    sources = Source.objects.filter(workspace__slug="demo").exclude(name="tsunagu messaging")
-    touchpoints = Event.objects.exclude(source__name="tsunagu messaging")
+    sources = Source.objects.filter(workspace__slug="demo").exclude(name__in=SYSTEM_SOURCES)
+    touchpoints = Event.objects.exclude(source__name__in=SYSTEM_SOURCES)
     assert set(sources.values_list("channel", flat=True)) == DEMO_CHANNELS
     assert set(touchpoints.values_list("channel", flat=True)) == DEMO_CHANNELS
     assert set(Channel.values) >= DEMO_CHANNELS
@@ -127,6 +130,10 @@ def test_every_demo_channel_has_a_source_and_events(demo):
     assert set(messaging.values_list("channel", flat=True)) <= {"email", "sms", "line", "app", "backoffice"}
     # Only a send's own outcome with no one channel (its policy ran out) is the back office's.
     assert set(messaging.filter(channel="backoffice").values_list("event", flat=True)) <= {"Message Undeliverable"}
+    # Segments' own source carries entries and exits caused after the segments were made (consents).
+    moved = Event.objects.filter(source__name="tsunagu segments")
+    assert set(moved.values_list("event", flat=True)) <= {"Segment Entered", "Segment Exited"}
+    assert set(moved.values_list("channel", flat=True)) <= {"backoffice"}
 
 
 def test_names_with_furigana(demo):

@@ -122,16 +122,17 @@ class _Compiler:
         if node.cmp.op == "not_exists":
             # Missing: no row, or a row whose value at the path is missing.
             return f"c.id NOT IN ({rows} AND {self.value_leaf(Cmp('exists'), node.path)})"
-        inner = self.value_leaf(node.cmp, node.path)
         if zero and _zero_holds(node.cmp, self.ctx):
             # 0 satisfies it, and a customer without a row has 0: everyone but those whose value does not.
-            return f"c.id NOT IN ({rows} AND NOT {inner})"
-        return f"c.id IN ({rows} AND {inner})"
+            return f"c.id NOT IN ({rows} AND NOT {self.value_leaf(node.cmp, node.path)})"
+        # Inside the subquery's WHERE a NULL only drops the row, so the bare comparison is enough — and lets
+        # SQLite range-scan computed_value_num_idx (a COALESCE around it would not).
+        return f"c.id IN ({rows} AND {self.value_leaf(node.cmp, node.path, bare=True)})"
 
-    def value_leaf(self, cmp: Cmp, path: tuple[str, ...]) -> str:
+    def value_leaf(self, cmp: Cmp, path: tuple[str, ...], *, bare: bool = False) -> str:
         # Whole numeric values are in ``num`` (indexed): a range scan instead of parsing every value.
         if not path and cmp.op in ("gt", "gte", "lt", "lte", "between") and not cmp.is_date:
-            return f"COALESCE({self.order('num', cmp)}, FALSE)"
+            return self.order("num", cmp) if bare else f"COALESCE({self.order('num', cmp)}, FALSE)"
         return self.json_leaf("value", path, cmp)
 
     def event(self, node: EventCond) -> str:
