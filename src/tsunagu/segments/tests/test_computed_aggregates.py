@@ -103,3 +103,38 @@ def test_sum_of_floats_does_not_depend_on_their_order(send, workspace, applied_c
     assert value == math.fsum([0.1, 0.2, 0.3]) == 0.6
     computed_backfill(trait=trait)
     assert list(values(trait).values()) == [0.6]
+
+
+@pytest.mark.parametrize("mode", ["kept by the applier", "backfilled"])
+def test_first_and_last_of_one_instant_go_by_the_order_applied(send, workspace, applied_changes, mode):  # noqa: F811
+    same_time = [track("a", ORDER, T[2], revenue=v) for v in (1, 2, 3)]
+    if mode == "backfilled":
+        send_batch(send, same_time[:2])
+        send_batch(send, same_time[2:])
+    first = declare(workspace, "first", "first", ORDER, property="revenue")
+    last = declare(workspace, "last", "last", ORDER, property="revenue")
+    if mode != "backfilled":
+        send_batch(send, same_time[:2])
+        send_batch(send, same_time[2:])
+    assert list(values(first).values()) == [1]
+    assert list(values(last).values()) == [3]
+
+
+def test_most_frequent_ties_go_to_the_value_seen_last(send, workspace, applied_changes):  # noqa: F811
+    trait = declare(workspace, "fav", "most_frequent", ORDER, property="category")
+    send_batch(send, [track("a", ORDER, T[5], category="music"), track("a", ORDER, T[1], category="books"),
+                      track("a", ORDER, T[3], category="books"), track("a", ORDER, T[2], category="music")])
+    assert list(values(trait).values()) == ["music"]  # 2 each; music's last was on the 5th
+    send_batch(send, [track("a", ORDER, T[4], category="books")])
+    assert list(values(trait).values()) == ["books"]
+
+
+def test_what_the_applier_reports_as_changed(send, workspace, applied_changes):  # noqa: F811
+    orders = declare(workspace, "orders", "count", ORDER)
+    largest = declare(workspace, "largest", "max", ORDER, property="revenue")
+    send_batch(send, [track("a", ORDER, T[1], revenue=10), track("b", "Other", T[1])])
+    a = Customer.objects.get(user_id="a").pk
+    assert applied_changes[-1] == {"orders": {a}, "largest": {a}}
+    send_batch(send, [track("a", ORDER, T[2], revenue=5)])  # the count moves, the maximum does not
+    assert applied_changes[-1] == {"orders": {a}}
+    assert values(orders) == {a: 2} and values(largest) == {a: 10}
