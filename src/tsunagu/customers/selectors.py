@@ -139,3 +139,27 @@ def profile_extra_register(name: str, fn: Callable[[Customer], Any]) -> None:
 def profile_extras(customer: Customer) -> dict[str, Any]:
     """{name: value} of every registered extra for this profile."""
     return {name: fn(customer) for name, fn in _PROFILE_EXTRAS.items()}
+
+
+def customer_event_identity(customer: Any) -> dict[str, Any]:
+    """The customer's identities as the event carries them: userId when the profile has one, else one of
+    its anonymous ids, and every identity as externalIds — so the applier finds the customer (or the profile
+    it was merged into). Segment requires userId or anonymousId: a profile known only by, say, an email
+    address gets the stable anonymous id ``tsunagu-customer-<id>``."""
+    if customer is None:
+        return {}
+    ids: list[dict[str, str]] = []
+    anonymous = ""
+    for ident in customer.identities.all()[:20]:
+        if ident.type == "anonymous_id":
+            anonymous = anonymous or ident.value
+        elif ident.type != "user_id":
+            ids.append({"type": ident.type.removeprefix("external:"), "id": ident.value})
+    who: dict[str, Any] = (
+        {"userId": customer.user_id}
+        if customer.user_id
+        else {"anonymousId": anonymous or f"tsunagu-customer-{customer.pk}"}
+    )
+    if ids:
+        who["context"] = {"externalIds": ids}
+    return who

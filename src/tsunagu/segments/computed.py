@@ -37,9 +37,7 @@ from tsunagu.segments.models import Aggregate, ComputedTrait, Segment
 EVENT_TYPES = ("track", "page", "screen")
 _KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 MAX_TRAITS = 200  # per workspace: each one is work in every applied chunk
-# Who may declare and delete computed traits: the role that edits what customers receive. (Until the lead's
-# segments permission exists: then this is it.)
-PERM = getattr(Perm, "SEGMENTS", Perm.COMMUNICATIONS)
+PERM = Perm.SEGMENTS  # who may declare and delete computed traits
 
 
 def _text(value: Any, field: str, *, required: bool = True, limit: int = 200) -> str:

@@ -15,6 +15,7 @@ from tsunagu.events.models import Event
 from tsunagu.segments import computed_filter as rules
 from tsunagu.segments.computed_fold import Fold, num_of
 from tsunagu.segments.models import ComputedTrait, ComputedValue
+from tsunagu.segments.rule import Prop, Window
 
 CHUNK = 500  # customer ids in one IN list: well under SQLite's and PostgreSQL's parameter limits
 STREAM = 2000  # rows fetched at a time when streaming a trait's whole history
@@ -26,8 +27,8 @@ class Plan:
 
     trait: ComputedTrait
     fold: Fold
-    conds: list[Any]
-    window: Any  # rules.Window | None
+    conds: tuple[Prop, ...]
+    window: Window | None
 
     @property
     def key(self) -> str:

@@ -61,17 +61,18 @@ def rows(trait: ComputedTrait) -> dict[int, tuple[Any, Any, Any]]:
 
 
 @pytest.fixture
-def applied_changes() -> Any:
-    """Run ``computed_apply`` in the applier's transaction, as the segments reaction does, recording what it
-    returns. (The lead's ``segments`` reaction calls it itself; this stands in until it is registered.)"""
+def applied_changes(monkeypatch: Any) -> Any:
+    """What ``computed_apply`` returned for each applied chunk, in order: the segments reaction (which runs
+    it in the applier's transaction) is made to call a recording wrapper."""
+    from tsunagu.segments import reactions as segment_reactions
+
     calls: list[dict[str, set[int]]] = []
-    if "segments" in reactions.registered():
-        yield calls
-        return
+    assert "segments" in reactions.registered()
 
-    def react(applied: reactions.Applied) -> None:
-        calls.append(computed_apply(workspace=applied.workspace, events=applied.events, merges=applied.merges))
+    def recording(**kwargs: Any) -> dict[str, set[int]]:
+        changed = computed_apply(**kwargs)
+        calls.append(changed)
+        return changed
 
-    reactions.reaction("computed-test")(react)
-    yield calls
-    reactions.reaction_remove("computed-test")
+    monkeypatch.setattr(segment_reactions, "computed_apply", recording)
+    return calls

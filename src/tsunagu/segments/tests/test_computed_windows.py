@@ -81,7 +81,8 @@ def test_an_old_event_imported_late_does_not_enter_a_rolling_window(send, worksp
 
 
 def test_since_and_between_are_dates_of_the_workspace_time_zone(send, workspace, applied_changes):  # noqa: F811
-    # Asia/Tokyo: 1 March starts at 28 February 15:00 UTC, 30 April ends at 30 April 15:00 UTC.
+    # As in rules (docs/rules.md): a date is its first instant in the workspace's time zone (Asia/Tokyo), and
+    # both ends are included: 1 March is 28 February 15:00 UTC, 30 April is 29 April 15:00 UTC.
     since = declare(workspace, "since_march", "count", ORDER, within={"since": "2026-03-01"})
     spring = declare(workspace, "spring", "count", ORDER, within={"between": ["2026-03-01", "2026-04-30"]})
     utc = dt.UTC
@@ -89,12 +90,12 @@ def test_since_and_between_are_dates_of_the_workspace_time_zone(send, workspace,
         send_batch(send, [
             track("early", ORDER, dt.datetime(2026, 2, 28, 14, 59, tzinfo=utc)),
             track("edge", ORDER, dt.datetime(2026, 2, 28, 15, 0, tzinfo=utc)),
-            track("late", ORDER, dt.datetime(2026, 4, 30, 14, 59, tzinfo=utc)),
-            track("after", ORDER, dt.datetime(2026, 4, 30, 15, 0, tzinfo=utc)),
+            track("end", ORDER, dt.datetime(2026, 4, 29, 15, 0, tzinfo=utc)),
+            track("after", ORDER, dt.datetime(2026, 4, 29, 15, 0, 1, tzinfo=utc)),
         ])
-    early, edge, late, after = ids("early", "edge", "late", "after")
-    assert values(since) == {edge: 1, late: 1, after: 1}
-    assert values(spring) == {edge: 1, late: 1}
+    early, edge, end, after = ids("early", "edge", "end", "after")
+    assert values(since) == {edge: 1, end: 1, after: 1}
+    assert values(spring) == {edge: 1, end: 1}
     # Fixed windows do not move with time: the refresh has nothing to do.
     assert computed_refresh(workspace=workspace, now=NOW + dt.timedelta(days=400)) == {}
-    assert values(spring) == {edge: 1, late: 1}
+    assert values(spring) == {edge: 1, end: 1}
