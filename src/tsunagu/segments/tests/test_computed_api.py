@@ -159,3 +159,34 @@ def test_profiles_and_templates_show_the_values(api, send, workspace, applied_ch
     contexts = customer_contexts({u1.pk, u2.pk})
     assert dict(contexts[u1.pk]["computed"]) == {"orders": 2, "spent": 2000, "favourite": "本"}
     assert render_variant(sms, {"customer": contexts[u2.pk]}).content["text"] == "0 orders, ¥0, なし"
+
+
+def test_rules_read_the_values_in_sql_and_in_python(api, send, workspace, applied_changes):  # noqa: F811
+    from tsunagu.segments.computed import computed_refresh
+    from tsunagu.segments.selectors import rule_count, rule_match
+
+    now = dt.datetime.now(dt.UTC)
+    for spec in ({"key": "orders", "aggregate": "count", "event": ORDER},
+                 {"key": "last_order_at", "aggregate": "max", "event": ORDER, "property": "$timestamp"},
+                 {"key": "favourite", "aggregate": "most_frequent", "event": ORDER, "property": "category"},
+                 {"key": "rfm", "aggregate": "rfm", "event": ORDER, "property": "revenue"}):
+        assert api.post("/api/v1/computed-traits", spec)[0] == 201
+    send_batch(send, [
+        track("recent", ORDER, now - dt.timedelta(days=3), revenue=9000, category="本"),
+        track("old", ORDER, now - dt.timedelta(days=60), revenue=100, category="服"),
+        track("browser", "Product Viewed", now),
+    ])
+    computed_refresh(workspace=workspace)
+    who = {u: Customer.objects.get(user_id=u).pk for u in ("recent", "old", "browser")}
+    cases = [
+        ({"computed": "last_order_at", "op": "gte", "value": {"days_ago": 30}}, {"recent"}),
+        ({"computed": "orders", "op": "eq", "value": 0}, {"browser"}),
+        ({"computed": "favourite", "op": "eq", "value": "本"}, {"recent"}),
+        ({"computed": "rfm.monetary", "op": "gte", "value": 4}, {"recent"}),
+        ({"computed": "rfm.recency", "op": "lte", "value": 2}, {"old"}),
+        ({"computed": "favourite", "op": "not_exists"}, {"browser"}),
+    ]
+    for rule, members in cases:
+        assert rule_count(workspace=workspace, rule=rule) == len(members), rule
+        for user, pk in who.items():
+            assert rule_match(workspace=workspace, rule=rule, customer_id=pk) is (user in members), (rule, user)
