@@ -13,7 +13,8 @@ from typing import Any
 from tsunagu.core.models import Workspace
 from tsunagu.events.models import Event
 from tsunagu.segments import computed_filter as rules
-from tsunagu.segments.computed_fold import Fold, num_of
+from tsunagu.segments.computed_fold import Fold
+from tsunagu.segments.computed_sql import values_read, values_upsert
 from tsunagu.segments.models import ComputedTrait, ComputedValue
 from tsunagu.segments.rule import Prop, Window
 
@@ -134,29 +135,16 @@ def customers_between(
 
 
 def values_of(trait: ComputedTrait, customer_ids: Iterable[int]) -> dict[int, tuple[Any, dict[str, Any]]]:
-    """{customer: (value, state)} of the customers that have a row, one query per chunk."""
+    """{customer: (value, state)} of the customers that have a row, one query per chunk (``computed_sql``)."""
     out: dict[int, tuple[Any, dict[str, Any]]] = {}
     for batch in chunks(sorted(set(customer_ids))):
-        rows = ComputedValue.objects.filter(trait=trait, customer_id__in=batch)
-        out.update((cid, (value, state)) for cid, value, state in rows.values_list("customer_id", "value", "state"))
+        out.update(values_read(trait_id=trait.pk, customer_ids=batch))
     return out
 
 
 def values_write(trait: ComputedTrait, rows: dict[int, tuple[Any, dict[str, Any]]], now: dt.datetime) -> None:
-    """Insert or replace these customers' rows: one upsert per chunk (``ON CONFLICT (trait, customer)``)."""
-    if not rows:
-        return
-    objs = [
-        ComputedValue(
-            workspace_id=trait.workspace_id, trait=trait, customer_id=cid, value=value, num=num_of(value),
-            state=state, updated_at=now,
-        )
-        for cid, (value, state) in rows.items()
-    ]
-    ComputedValue.objects.bulk_create(
-        objs, batch_size=CHUNK, update_conflicts=True, unique_fields=["trait", "customer"],
-        update_fields=["value", "num", "state", "updated_at"],
-    )
+    """Insert or replace these customers' rows: one upsert run with executemany (``computed_sql``)."""
+    values_upsert(workspace_id=trait.workspace_id, trait_id=trait.pk, rows=rows, now=now)
 
 
 def values_delete(trait: ComputedTrait, customer_ids: Iterable[int]) -> None:
