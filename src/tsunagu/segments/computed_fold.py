@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -78,7 +79,10 @@ def _key(value: Any) -> str:
     """A value's identity for distinct_count and most_frequent: its canonical JSON (1 and 1.0 are one)."""
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
         value = int(value)
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # an integer past 64 bits (a sum can grow that far): json writes it
+        return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 def _json(value: Any) -> Any:
