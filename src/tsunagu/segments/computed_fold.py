@@ -105,15 +105,18 @@ def _partials_add(partials: list[float], x: float) -> None:
 
 
 def _total(state: dict[str, Any]) -> int | float:
-    """The exact sum of ints ``i`` and floats ``f``, correctly rounded to a float when floats were added."""
+    """The exact sum of ints ``i`` and floats ``f``, correctly rounded to a float when a fraction was added
+    (``x``): whole numbers alone, even written 7.0, sum to an integer."""
     if not state.get("x"):
         return int(state.get("i", 0))
     return math.fsum([*state.get("f", []), state.get("i", 0)])
 
 
 def _add_number(state: dict[str, Any], value: int | float) -> None:
-    if isinstance(value, int):
-        state["i"] = state.get("i", 0) + value
+    # A whole number counts as an integer however it was written: PostgreSQL's jsonb stores 1e16 as
+    # 10000000000000000, so the event store gives back an int for what the applier saw as a float.
+    if isinstance(value, int) or value.is_integer():
+        state["i"] = state.get("i", 0) + int(value)
     else:
         state["x"] = True
         partials = state.setdefault("f", [])

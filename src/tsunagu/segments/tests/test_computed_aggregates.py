@@ -138,3 +138,15 @@ def test_what_the_applier_reports_as_changed(send, workspace, applied_changes): 
     send_batch(send, [track("a", ORDER, T[2], revenue=5)])  # the count moves, the maximum does not
     assert applied_changes[-1] == {"orders": {a}}
     assert values(orders) == {a: 2} and values(largest) == {a: 10}
+
+
+def test_whole_numbers_sum_exactly_however_they_were_written(send, workspace, applied_changes):  # noqa: F811
+    # PostgreSQL's jsonb gives 1e16 back as 10000000000000000: the applier (which saw a float) and a
+    # backfill (which reads the store) must still agree, and exactly.
+    kept = declare(workspace, "spent", "sum", ORDER, property="revenue")
+    send_batch(send, [track("a", ORDER, T[1], revenue=1e16), track("a", ORDER, T[2], revenue=3),
+                      track("a", ORDER, T[3], revenue=7.0)])
+    twin = declare(workspace, "spent-twin", "sum", ORDER, property="revenue")
+    for trait in (kept, twin):
+        (value,) = values(trait).values()
+        assert value == 10**16 + 10 and type(value) is int
