@@ -318,7 +318,12 @@ class _Compiler:
         nums = [x for x in items if is_number(x)]
         bools = {x for x in items if isinstance(x, bool)}
         if strs:
-            parts.append(f"({t} = 'text' AND {self.nfkc(v)} IN ({', '.join(self.p(x) for x in strs)}))")
+            # The raw value first (most values are ASCII, or stored normalised): the type test and NFKC only
+            # for the few that need them. A raw match is NFKC already, as the operands are.
+            raw = ", ".join(self.p(x) for x in strs)
+            normalised = ", ".join(self.p(x) for x in strs)
+            parts.append(f"(({v} IN ({raw}) OR ({v} GLOB '*[^ -~]*' AND tsunagu_nfkc({v}) IN ({normalised}))) "
+                         f"AND {t} = 'text')")
         if nums:
             parts.append(f"({t} IN ('integer', 'real') AND {v} IN ({', '.join(self.p(x) for x in nums)}))")
         for b in bools:
