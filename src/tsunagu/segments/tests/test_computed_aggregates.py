@@ -150,3 +150,31 @@ def test_whole_numbers_sum_exactly_however_they_were_written(send, workspace, ap
     for trait in (kept, twin):
         (value,) = values(trait).values()
         assert value == 10**16 + 10 and type(value) is int
+
+
+def test_the_applier_pays_per_trait_not_per_customer(send, workspace):
+    """computed_apply's statements do not grow with the customers of a chunk (one per trait per chunk)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tsunagu.events.apply import AppliedEvent
+    from tsunagu.events.models import Event
+    from tsunagu.segments.computed import computed_apply
+
+    send_batch(send, [track(f"c{i}", ORDER, T[1 + i % 5], revenue=i, category="x") for i in range(60)])
+    for spec in (("n", "count", {}), ("s", "sum", {"property": "revenue"}), ("w", "count", {"within": {"days": 3650}}),
+                 ("f", "most_frequent", {"property": "category"})):
+        declare(workspace, spec[0], spec[1], ORDER, **spec[2])
+    stored = list(Event.objects.filter(workspace=workspace).order_by("id"))
+
+    def applied(events: list[Any]) -> list[AppliedEvent]:
+        return [AppliedEvent(e.message_id, e.type, e.event, e.name, e.customer_id, e.source_id, e.channel,
+                             e.timestamp, e.received_at, e.properties, e.traits) for e in events]
+
+    counts = []
+    for chunk in (stored[:6], stored[6:60]):
+        with CaptureQueriesContext(connection) as queries:
+            changed = computed_apply(workspace=workspace, events=applied(chunk), merges=[])
+        counts.append(len(queries))
+        assert changed["n"] == {e.customer_id for e in chunk}
+    assert counts[0] == counts[1]
