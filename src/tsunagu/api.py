@@ -31,8 +31,10 @@ from tsunagu.events.api import router as events_router
 from tsunagu.messaging.api import router as messaging_router
 from tsunagu.messaging.api_broadcasts import router as broadcasts_router
 from tsunagu.messaging.api_consents import router as consents_router
+from tsunagu.messaging.api_segment_webhooks import router as segment_webhooks_router
 from tsunagu.segments.api import router as segments_router
 from tsunagu.segments.api_computed import router as computed_router
+from tsunagu.segments.api_export import router as segments_export_router
 
 
 class UTF8JSONRenderer(JSONRenderer):
@@ -110,6 +112,8 @@ api.add_router("/", consents_router)
 api.add_router("/", broadcasts_router)
 api.add_router("/", computed_router)
 api.add_router("/", segments_router)
+api.add_router("/", segments_export_router)
+api.add_router("/", segment_webhooks_router)
 
 
 @api.exception_handler(TsunaguError)

@@ -28,6 +28,9 @@ from tsunagu.cli_admin import (
     cmd_member_list,
     cmd_member_remove,
     cmd_member_role,
+    cmd_segment_count,
+    cmd_segment_export,
+    cmd_segment_refresh,
     cmd_source_create,
     cmd_source_list,
     cmd_workspace_create,
@@ -366,6 +369,25 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--role", required=True, help=roles)
         p.add_argument("--json", action="store_true")
         p.set_defaults(func=func)
+
+    seg = sub.add_parser("segment", help="segments and rules").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    p = seg.add_parser("count", help="how many customers a rule (a JSON file, - for stdin) matches")
+    p.add_argument("--workspace", required=True)
+    p.add_argument("--rule", required=True, help="a file holding the rule as JSON (docs/rules.md), or -")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_segment_count)
+    p = seg.add_parser("export", help="a segment's members to standard output")
+    p.add_argument("--workspace", required=True)
+    p.add_argument("--key", required=True)
+    p.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    p.add_argument("--traits", default="", help="traits to add as columns, comma separated")
+    p.set_defaults(func=cmd_segment_export)
+    p = seg.add_parser("refresh", help="re-evaluate every segment of the workspace now")
+    p.add_argument("--workspace", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_segment_refresh)
     return parser
 
 

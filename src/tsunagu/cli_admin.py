@@ -238,3 +238,75 @@ def cmd_member_remove(args: argparse.Namespace) -> int:
     membership_remove(workspace=workspace, user=_user(args.username), actor=_cli_actor())
     _emit(args, {"username": args.username}, f"{args.username} removed from {workspace.slug}")
     return 0
+
+
+# -- segments ---------------------------------------------------------------------------------------------
+
+def _rule_file(path: str) -> Any:
+    """The JSON rule in ``path`` (``-``: standard input); a missing file or bad JSON is a bad argument."""
+    from tsunagu.core.errors import ValidationError
+
+    try:
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+    except OSError as exc:
+        raise ValidationError(f"cannot read {path}: {exc.strerror or exc}", field="rule") from None
+    except UnicodeDecodeError:
+        raise ValidationError(f"{path} is not UTF-8 text", field="rule") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(f"{path} is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                              field="rule") from None
+
+
+def cmd_segment_count(args: argparse.Namespace) -> int:
+    """How many customers a rule matches, without saving it; its warnings (unknown names) on stderr."""
+    from tsunagu.segments.rule import rule_parse
+    from tsunagu.segments.selectors import rule_count, rule_warnings
+
+    workspace = _workspace(args.workspace)
+    parsed = rule_parse(_rule_file(args.rule))
+    warnings = rule_warnings(workspace=workspace, parsed=parsed)
+    count = rule_count(workspace=workspace, rule=parsed)
+    if args.json:
+        print(json.dumps({"count": count, "warnings": warnings}, ensure_ascii=False))
+    else:
+        for w in warnings:
+            hint = f" (did you mean {', '.join(w['suggestions'])}?)" if w.get("suggestions") else ""
+            print(f"tsunagu segment count: warning: {w['message']}{hint}", file=sys.stderr)
+        print(count)
+    return 0
+
+
+def cmd_segment_export(args: argparse.Namespace) -> int:
+    """A segment's members to standard output, CSV or JSON Lines (``segments.export``), streamed."""
+    from tsunagu.segments.export import export_format_clean, export_traits_clean, segment_export_chunks
+    from tsunagu.segments.selectors import segment_get
+
+    fmt = export_format_clean(args.format)
+    traits = export_traits_clean(args.traits)
+    segment = segment_get(workspace=_workspace(args.workspace), key=args.key)
+    out = sys.stdout.buffer
+    try:
+        for chunk in segment_export_chunks(segment=segment, fmt=fmt, traits=traits):
+            out.write(chunk)
+        out.flush()
+    except BrokenPipeError:  # `| head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def cmd_segment_refresh(args: argparse.Namespace) -> int:
+    """Re-evaluate every segment of the workspace now (the scheduled refresh, for all segments); entries
+    and exits are published like the refresh's."""
+    from tsunagu.segments.services import segments_refresh
+
+    result = segments_refresh(workspace=_workspace(args.workspace), every=True)
+    data = {key: {"entered": len(s.entered), "exited": len(s.exited)} for key, s in sorted(result.items())}
+    lines = [f"{key}: +{d['entered']} -{d['exited']}" for key, d in data.items()]
+    _emit(args, {"segments": data}, "\n".join(lines) or "no segments")
+    return 0

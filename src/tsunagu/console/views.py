@@ -55,6 +55,7 @@ from tsunagu.events.selectors import (
     source_list,
 )
 from tsunagu.events.services import source_create, source_rotate_key
+from tsunagu.segments.selectors import segment_list
 
 CUSTOMERS_PER_PAGE = 25
 # Roles that may create sources and rotate their keys: a rotated key stops a live integration, so viewers,
@@ -130,6 +131,7 @@ def dashboard(request: HttpRequest, workspace: Any) -> HttpResponse:
         customers_total=customer_count(workspace=workspace),
         events_total=event_count(workspace=workspace),
         recent=customer_recent(workspace=workspace, limit=8),
+        segments=list(segment_list(workspace=workspace).order_by("-member_count", "name")[:6]),
     )
 
 
@@ -265,6 +267,7 @@ def customer(request: HttpRequest, workspace: Any, customer_id: int) -> HttpResp
         reverse=True,
     )
     from tsunagu.console.views_consent import consents_in_force  # views_consent builds on this module
+    from tsunagu.console.views_segments import customer_context  # so does views_segments
 
     return _page(
         request,
@@ -285,6 +288,7 @@ def customer(request: HttpRequest, workspace: Any, customer_id: int) -> HttpResp
         channel_filter=filters["channel"] or "",
         type_filter=filters["type_"] or "",
         filter_query=filter_query,
+        **customer_context(profile),
     )
 
 

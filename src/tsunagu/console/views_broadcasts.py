@@ -1,5 +1,5 @@
 """The console's broadcasts: the list with each one's progress, a form for a new one (a communication and
-a CSV or a list of user ids), and one broadcast's summary with its pause, resume and cancel buttons."""
+a CSV, a list of user ids or a segment), and one broadcast's summary with its pause, resume and cancel buttons."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from tsunagu.messaging.broadcasts import (
     broadcast_summary,
 )
 from tsunagu.messaging.selectors import communication_list
+from tsunagu.segments.selectors import segment_list
 
 STATUS_LABELS = {
     "scheduled": gettext_lazy("Scheduled"),
@@ -57,7 +58,9 @@ def _row(b: Any) -> dict[str, Any]:
     return {"b": b, "status": str(STATUS_LABELS.get(b.status, b.status)), "pct": pct}
 
 
-def _audience(kind: str, text: str) -> dict[str, Any]:
+def _audience(kind: str, text: str, segment: str) -> dict[str, Any]:
+    if kind == "segment":
+        return {"segment": segment}
     if kind == "user_ids":
         return {"user_ids": [line.strip() for line in text.splitlines() if line.strip()]}
     return {"csv": text}
@@ -68,7 +71,7 @@ def _audience(kind: str, text: str) -> dict[str, Any]:
 def broadcasts(request: HttpRequest, workspace: Any) -> HttpResponse:
     """The workspace's broadcasts, newest first, and (for operators and up) the form for a new one."""
     can_run = can(request, workspace, PERM)
-    form = {"communication": "", "kind": "csv", "audience": "", "name": ""}
+    form = {"communication": "", "kind": "csv", "audience": "", "name": "", "segment": ""}
     error, error_field, status = "", "", 200
     if request.method == "POST":
         if not can_run:
@@ -77,7 +80,7 @@ def broadcasts(request: HttpRequest, workspace: Any) -> HttpResponse:
         try:
             b = broadcast_create(
                 workspace=workspace, communication=form["communication"], name=form["name"],
-                audience=_audience(form["kind"], form["audience"]), actor=request.user,
+                audience=_audience(form["kind"], form["audience"], form["segment"]), actor=request.user,
             )
         except ServicePermissionDenied as exc:
             raise PermissionDenied(exc.message) from exc
@@ -91,6 +94,7 @@ def broadcasts(request: HttpRequest, workspace: Any) -> HttpResponse:
         rows=[_row(b) for b in broadcast_list(workspace=workspace)],
         can_run=can_run, form=form, error=error, error_field=error_field,
         communications=list(communication_list(workspace=workspace)) if can_run else [],
+        segments=list(segment_list(workspace=workspace)) if can_run else [],
     )
     response.status_code = status
     return response

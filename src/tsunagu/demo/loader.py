@@ -33,6 +33,7 @@ from tsunagu.demo.catalog import (
     TOKEN_FILE,
 )
 from tsunagu.demo.messaging import demo_messaging
+from tsunagu.demo.personas import demo_personas
 from tsunagu.demo.segments import demo_segments
 from tsunagu.demo.simulation import _fit, _Simulation
 from tsunagu.events.applier import events_apply_pending
@@ -40,6 +41,7 @@ from tsunagu.events.selectors import event_count, source_list
 from tsunagu.events.services import events_append, source_create
 from tsunagu.events.validation import ParsedEvent, parse_event
 from tsunagu.messaging.timeline import delivery_events_publish, send_events_publish
+from tsunagu.segments.services import segment_changes_publish
 
 # Events appended between two runs of the applier: the progress bar moves as profiles are written.
 _APPLY_EVERY = 5000
@@ -221,11 +223,16 @@ def demo_load(
             # Segments over what happened so far; from here on the applier keeps them (the messaging below
             # records consents and events that move some of them).
             segments = demo_segments(workspace=workspace, actor=DEMO_ACTOR)
+            demo_personas(workspace=workspace, actor=DEMO_ACTOR)
             # Three weeks of messages, and their outcomes on the timeline through the same log.
             sent = demo_messaging(workspace=workspace, actor=DEMO_ACTOR, end=received_at, seed=SEED)
             demo_broadcast(workspace=workspace, actor=DEMO_ACTOR)
-            while delivery_events_publish(limit=2000) + send_events_publish(limit=2000):
-                pass
+            # Messaging's outcomes and the segment changes they cause reach the timeline through the log;
+            # applying them can move segments again, so until nothing is left.
+            while delivery_events_publish(limit=2000) + send_events_publish(limit=2000) + segment_changes_publish(
+                limit=2000
+            ):
+                events_apply_pending(workspace_id=workspace.pk)
             events_apply_pending(workspace_id=workspace.pk)
             audit_record(
                 workspace=workspace,

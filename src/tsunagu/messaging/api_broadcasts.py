@@ -23,7 +23,7 @@ router = Router(tags=["broadcasts"])
 
 class BroadcastIn(Schema):
     communication: str = Field(..., max_length=100)
-    # Exactly one of customer_ids, user_ids, csv: checked by the service, which names the bad entry.
+    # Exactly one of customer_ids, user_ids, csv, segment: checked by the service, which names the bad entry.
     audience: Any
     policy: Any = None
     send_at: Any = None  # ISO 8601 with a time zone; none: now
@@ -58,6 +58,7 @@ class BroadcastOut(Schema):
     send_at: dt.datetime
     total: int
     progress: float  # recipients expanded into sends, 0 to 1
+    segment: str | None = None  # a segment audience: its key (members are listed when expansion starts)
     policy: dict[str, Any] | None
     actor: str
     created_at: dt.datetime
@@ -78,7 +79,8 @@ def _out(b: Any, *, summary: bool) -> dict[str, Any]:
         "status": b.status,
         "send_at": b.send_at,
         "total": b.total,
-        "progress": round(b.cursor / b.total, 4) if b.total else 1.0,
+        "progress": round(b.cursor / b.total, 4) if b.total else (0.0 if _waiting_snapshot(b) else 1.0),
+        "segment": b.audience_segment or None,
         "policy": b.policy,
         "actor": b.actor,
         "created_at": b.created_at,
@@ -86,6 +88,10 @@ def _out(b: Any, *, summary: bool) -> dict[str, Any]:
         "finished_at": b.finished_at,
         "summary": broadcast_summary(b) if summary else None,
     }
+
+
+def _waiting_snapshot(b: Any) -> bool:
+    return bool(b.audience_segment) and b.snapshot_at is None
 
 
 def _get(request: HttpRequest, broadcast_id: int) -> Any:

@@ -1,7 +1,11 @@
-"""A broadcast's audience as given — customer ids, user ids, or a CSV — checked and turned into recipient
-rows (``BroadcastRecipient``) a chunk at a time, so that a million listed customers never sit in memory as
-a million objects. Nothing here reads customers: they are resolved when the broadcast is expanded
-(``messaging.broadcast_expand``), so a profile created between the upload and the send is found."""
+"""A broadcast's audience as given — customer ids, user ids, a CSV, or a segment — checked and turned into
+recipient rows (``BroadcastRecipient``) a chunk at a time, so that a million listed customers never sit in
+memory as a million objects. Nothing here reads customers: they are resolved when the broadcast is expanded
+(``messaging.broadcast_expand``), so a profile created between the upload and the send is found.
+
+A segment (``{"segment": "vip"}``) is listed later still: its members when expansion starts
+(``audience_snapshot``), one INSERT … SELECT from the segment's membership, so the broadcast reaches who is
+in the segment when it is sent — not when it was scheduled — and later entries and exits change nothing."""
 
 from __future__ import annotations
 
@@ -10,6 +14,9 @@ import io
 from collections.abc import Iterator
 from typing import Any
 
+from django.db import connection
+
+from tsunagu.core import clock
 from tsunagu.core.errors import ValidationError
 from tsunagu.customers.normalize import normalize_email, normalize_id, normalize_phone
 
@@ -48,17 +55,51 @@ def _ref(kind: str, value: Any, field: str) -> str:
     return ref
 
 
+AUDIENCE_KEYS = ("customer_ids", "user_ids", "csv", "segment")
+
+
 def audience_kind(audience: Any) -> str:
-    """Which of ``customer_ids``, ``user_ids`` or ``csv`` the audience is; ``ValidationError`` otherwise."""
+    """Which of ``customer_ids``, ``user_ids``, ``csv`` or ``segment`` the audience is; ``ValidationError``
+    otherwise (a segment key that is not a string included; whether the segment exists is the caller's)."""
+    known = ", ".join(AUDIENCE_KEYS)
     if not isinstance(audience, dict):
-        raise ValidationError('must be an object with one of "customer_ids", "user_ids", "csv"', field="audience")
-    given = [k for k in ("customer_ids", "user_ids", "csv") if k in audience]
-    unknown = sorted(set(audience) - {"customer_ids", "user_ids", "csv"})
+        raise ValidationError(f"must be an object with one of {known}", field="audience")
+    given = [k for k in AUDIENCE_KEYS if k in audience]
+    unknown = sorted(set(audience) - set(AUDIENCE_KEYS))
     if unknown:
-        raise ValidationError(f"unknown key {unknown[0]!r} (known: customer_ids, user_ids, csv)", field="audience")
+        raise ValidationError(f"unknown key {unknown[0]!r} (known: {known})", field="audience")
     if len(given) != 1:
-        raise ValidationError('must have exactly one of "customer_ids", "user_ids", "csv"', field="audience")
+        raise ValidationError(f"must have exactly one of {known}", field="audience")
+    if given[0] == "segment" and not (isinstance(audience["segment"], str) and audience["segment"].strip()):
+        raise ValidationError("must be a segment key", field="audience.segment")
     return given[0]
+
+
+def audience_snapshot(broadcast: Any) -> int:
+    """List the members of the broadcast's segment now as its recipients (kind ``customer_id``, by
+    customer id), set ``total`` and ``snapshot_at``; returns the count. In the caller's transaction (the
+    expansion's, which also moves the cursor), once: a broadcast already snapshotted is left alone. A
+    segment deleted since the broadcast was made has no members: the broadcast ends with none."""
+    from tsunagu.messaging.models import Broadcast, BroadcastRecipient
+    from tsunagu.segments.models import Membership, Segment
+
+    segment_id = (Segment.objects.filter(workspace_id=broadcast.workspace_id, key=broadcast.audience_segment)
+                  .values_list("pk", flat=True).first())
+    count = 0
+    if segment_id is not None:
+        sql = (
+            f"INSERT INTO {BroadcastRecipient._meta.db_table} (broadcast_id, position, kind, ref, data) "  # noqa: S608
+            f"SELECT %s, ROW_NUMBER() OVER (ORDER BY m.customer_id), 'customer_id', "
+            f"CAST(m.customer_id AS VARCHAR(20)), NULL FROM {Membership._meta.db_table} m WHERE m.segment_id = %s"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [broadcast.pk, segment_id])
+            count = max(cursor.rowcount, 0)
+    now = clock.now()
+    Broadcast.objects.filter(pk=broadcast.pk, snapshot_at__isnull=True).update(total=count, snapshot_at=now,
+                                                                                 updated_at=now)
+    broadcast.total, broadcast.snapshot_at = count, now
+    return count
 
 
 def audience_rows(audience: dict[str, Any]) -> Iterator[Recipient]:

@@ -24,6 +24,7 @@ from django.db.models import Q
 from tsunagu.core import clock
 from tsunagu.core.worker import worker_task
 from tsunagu.customers.models import Customer, Identity
+from tsunagu.messaging.broadcast_audience import audience_snapshot
 from tsunagu.messaging.broadcasts import CHUNK
 from tsunagu.messaging.models import Broadcast, BroadcastRecipient, CommunicationVersion, Delivery, Send
 
@@ -121,6 +122,10 @@ def broadcast_expand_chunk(*, broadcast_id: int, worker_id: str, now: dt.datetim
             .select_related("communication")
             .first()
         )
+        if b is not None and b.audience_segment and b.snapshot_at is None and not audience_snapshot(b):
+            # An empty segment: nothing to expand; running, so that the finish check ends it as done.
+            Broadcast.objects.filter(pk=b.pk).update(status=Broadcast.Status.RUNNING, started_at=now)
+            return 0
         if b is None or b.cursor >= b.total:
             return 0
         waiting = Send.objects.filter(due_at__isnull=False, due_at__lte=now).values_list("pk", flat=True)
@@ -190,7 +195,7 @@ def broadcast_finish_if_done(*, broadcast_id: int, worker_id: str, now: dt.datet
     now = now or clock.now()
     with transaction.atomic():
         b = Broadcast.objects.filter(pk=broadcast_id, locked_by=worker_id, status=Broadcast.Status.RUNNING).first()
-        if b is None or b.cursor < b.total:
+        if b is None or b.cursor < b.total or (b.audience_segment and b.snapshot_at is None):
             return False
         busy = (
             Send.objects.filter(broadcast=b, ended_at__isnull=True, due_at__isnull=False).exists()

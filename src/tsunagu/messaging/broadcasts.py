@@ -90,7 +90,15 @@ def broadcast_create(
     version = CommunicationVersion.objects.get(communication=comm, number=comm.current_version)
     resolved = policy_resolve(override=policy, stored=comm.policy, channels=variant_channels(list(version.variants)))
     data = _clean_data(data)
-    audience_kind(audience)
+    kind = audience_kind(audience)
+    segment_key = ""
+    if kind == "segment":
+        from tsunagu.segments.selectors import segment_get
+
+        try:
+            segment_key = segment_get(workspace=workspace, key=audience["segment"].strip()).key
+        except NotFound as exc:
+            raise NotFound(exc.message, field="audience.segment") from None
     if not isinstance(name, str) or len(name) > 200:
         raise ValidationError("must be a string of at most 200 characters", field="name")
     now = clock.now()
@@ -108,10 +116,12 @@ def broadcast_create(
             actor=actor_label(actor)[:200],
             created_at=now,
             updated_at=now,
+            audience_segment=segment_key,
         )
         total = 0
         chunk: list[BroadcastRecipient] = []
-        for kind, ref, row_data in audience_rows(audience):
+        # A segment's members are listed when expansion starts (broadcast_audience.audience_snapshot).
+        for kind, ref, row_data in audience_rows(audience) if not segment_key else ():
             total += 1
             chunk.append(BroadcastRecipient(broadcast=broadcast, position=total, kind=kind, ref=ref, data=row_data))
             if len(chunk) >= CHUNK:
@@ -123,7 +133,8 @@ def broadcast_create(
         broadcast.save(update_fields=["total"])
         audit_record(
             workspace=workspace, actor=actor, action="broadcast.created", target=f"broadcast {broadcast.pk}",
-            data={"communication": comm.key, "recipients": total, "send_at": when.isoformat()},
+            data={"communication": comm.key, "recipients": total, "send_at": when.isoformat(),
+                  **({"segment": segment_key} if segment_key else {})},
         )
     return broadcast
 

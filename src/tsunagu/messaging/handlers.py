@@ -12,6 +12,7 @@ from tsunagu.core.worker import RECURRING, worker_task
 from tsunagu.messaging import (
     archive_export,  # noqa: F401 - registers the messaging.retention job handler
     broadcast_expand,  # noqa: F401 - registers the messaging.broadcasts worker task
+    segment_webhooks,  # noqa: F401 - registers the messaging.segment_webhooks worker task
 )
 from tsunagu.messaging.delivery import Runner
 from tsunagu.messaging.failover import sends_run_due

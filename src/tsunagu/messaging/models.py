@@ -15,6 +15,7 @@ from django.db import models
 from tsunagu.core import clock
 from tsunagu.core.models import Workspace
 from tsunagu.customers.models import Customer
+from tsunagu.segments.models import Segment
 
 
 def _webhook_token() -> str:
@@ -131,6 +132,10 @@ class Broadcast(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(default=clock.now)
+    # A ``{"segment": KEY}`` audience: its members are listed as recipients when expansion starts
+    # (``snapshot_at``), not when the broadcast is made.
+    audience_segment = models.CharField(max_length=100, blank=True, default="", db_default="")
+    snapshot_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [
@@ -420,3 +425,45 @@ class Consent(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["customer", "topic", "channel", "-at"], name="consent_current_idx")]
+
+
+class SegmentWebhook(models.Model):
+    """The signing secret of a segment's membership webhook (``Segment.webhook_url``): a Standard Webhooks
+    ``whsec_`` secret, encrypted at rest like channel credentials (``messaging.secrets``)."""
+
+    segment = models.OneToOneField(Segment, on_delete=models.CASCADE, related_name="webhook")
+    secret = models.TextField()
+    created_at = models.DateTimeField(default=clock.now)
+    rotated_at = models.DateTimeField(null=True, blank=True)
+
+
+class SegmentWebhookBatch(models.Model):
+    """Membership changes of one segment POSTed together (``messaging.segment_webhooks``). ``body`` is
+    fixed when the batch is made and ``webhook_id`` is its Standard Webhooks id, so every retry is the same
+    message to the receiver."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+", db_index=False)
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="webhook_batches", db_index=False)
+    webhook_id = models.CharField(max_length=64, unique=True)
+    body = models.TextField()
+    changes = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_at = models.DateTimeField(default=clock.now)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    locked_by = models.CharField(max_length=100, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=clock.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["next_at", "id"], name="segwebhook_due_idx",
+                         condition=models.Q(status="pending")),
+            models.Index(fields=["segment", "id"], name="segwebhook_segment_idx"),
+        ]

@@ -83,6 +83,8 @@ class MembershipChange(models.Model):
                 fields=["workspace", "id"], name="segchange_unpublished_idx",
                 condition=models.Q(published_at__isnull=True),
             ),
+            # The webhook's outbox (messaging.segment_webhooks), read every worker pass.
+            models.Index(fields=["id"], name="segchange_webhook_idx", condition=models.Q(webhook_pending=True)),
         ]
 
 

@@ -62,6 +62,20 @@ def rule_count(*, workspace: Workspace, rule: Any, ctx: Context | None = None) -
         return int(cursor.fetchone()[0])
 
 
+def rule_sample(*, workspace: Workspace, rule: Any, limit: int = 10) -> list[Customer]:
+    """Up to ``limit`` of the customers matching ``rule``, the newest profiles first (the console builder's
+    sample while editing: the rule's SQL with a LIMIT, not every member's id)."""
+    parsed = _parsed(rule)
+    sql, params = compile_rule(parsed.node, catalog=catalog(workspace), ctx=context(workspace),
+                               vendor=connection.vendor)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT matched.id FROM ({sql}) matched ORDER BY matched.id DESC LIMIT %s",  # noqa: S608
+                       [*params, max(0, min(int(limit), 100))])
+        ids = [row[0] for row in cursor.fetchall()]
+    found = Customer.objects.in_bulk(ids)
+    return [found[i] for i in ids if i in found]
+
+
 def live_customer(*, workspace: Workspace, customer_id: int) -> Customer:
     """The customer, or the profile it was merged into; NotFound outside the workspace."""
     customer = Customer.objects.filter(workspace=workspace, pk=customer_id).first()
@@ -184,3 +198,12 @@ def workspaces_due_refresh(*, before: dt.datetime) -> list[Workspace]:
     ids |= set(ComputedTrait.objects.filter(stale).filter(Q(within__isnull=False) | Q(aggregate="rfm"))
                .values_list("workspace_id", flat=True))
     return list(Workspace.objects.filter(pk__in=ids))
+
+
+def customer_computed(*, customer: Customer) -> list[tuple[ComputedTrait, Any]]:
+    """A customer's computed-trait values (the 360° page), every declared trait of the workspace in key
+    order; a trait without a row is ``None`` (0 for count, sum and distinct_count, as rules read it)."""
+    values = dict(ComputedValue.objects.filter(customer=customer).values_list("trait_id", "value"))
+    zero = {"count", "sum", "distinct_count"}
+    return [(t, values.get(t.pk, 0 if t.aggregate in zero else None))
+            for t in ComputedTrait.objects.filter(workspace_id=customer.workspace_id).order_by("key")]

@@ -96,3 +96,23 @@ def test_viewers_see_but_cannot_run_broadcasts(viewer, workspace, other_workspac
                              audience={"user_ids": ["u0"]})
     assert viewer.get(f"/w/{workspace.slug}/messaging/broadcasts/{other.pk}/").status_code == 404
     assert viewer.get(f"/w/{other_workspace.slug}/messaging/broadcasts/{other.pk}/").status_code == 404
+
+
+def test_a_segment_from_the_form(client_ja, workspace):
+    from tsunagu.customers.models import Customer
+    from tsunagu.segments.services import segment_create
+
+    gold = people(workspace, 3)[:2]
+    Customer.objects.filter(pk__in=[c.pk for c in gold]).update(traits={"tier": "gold"})
+    segment_create(workspace=workspace, key="gold", name="ゴールド", actor=SYSTEM,
+                   rule={"trait": "tier", "op": "eq", "value": "gold"})
+    inapp_communication(workspace, variants=VARIANTS)
+    page = client_ja.get(f"/w/{workspace.slug}/messaging/broadcasts/").content.decode()
+    assert "セグメント（配信開始時点のメンバー）" in page and '<option value="gold">ゴールド (gold, 2)</option>' in page
+    r = client_ja.post(f"/w/{workspace.slug}/messaging/broadcasts/", {
+        "communication": "notice", "kind": "segment", "segment": "gold", "audience": ""})
+    b = Broadcast.objects.get()
+    assert r.status_code == 302 and b.audience_segment == "gold"
+    run_until_idle()
+    b.refresh_from_db()
+    assert (b.status, b.total) == ("done", 2)

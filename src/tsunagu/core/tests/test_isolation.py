@@ -54,6 +54,9 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "channel": "email", "topic": "marketing", "status": "granted", "source": "isolation walk"
     },
     ("post", "/api/v1/broadcasts"): {"communication": "notice-aaa", "audience": {"user_ids": ["user-AAA"]}},
+    ("post", "/api/v1/segments"): {"key": "created", "name": "Created", "rule": {"trait": "name", "op": "exists"}},
+    ("put", "/api/v1/segments/{key}"): {"name": "Renamed"},
+    ("post", "/api/v1/rules/evaluate"): {"rule": {"trait": "name", "op": "exists"}},
 }
 
 
@@ -176,6 +179,12 @@ def populate(workspace: Any, tag: str) -> Tenant:
 
     consent_set(customer=customer, channel="email", topic="marketing", status="granted", source=f"Consent-{tag}",
                 actor=SYSTEM, event=False)
+    # A segment under the communication's key: ``{key}`` in a path names either, so both are walked.
+    from tsunagu.segments.services import segment_create
+
+    segment_create(workspace=workspace, key=comm.key, name=f"Segment-{tag}", actor=SYSTEM,
+                   rule={"trait": "name", "op": "eq", "value": f"Name-{tag}"},
+                   webhook_url=f"https://hooks.example.com/Hook-{tag}")
     tenant = Tenant(
         tag=tag,
         token=token,
@@ -202,6 +211,8 @@ def populate(workspace: Any, tag: str) -> Tenant:
             f"Notice-{tag}",
             f"Inbox-{tag}",
             f"Consent-{tag}",
+            f"Segment-{tag}",
+            f"Hook-{tag}",
         ],
     )
     tenant.channel_id, tenant.communication_key = channel.pk, comm.key
@@ -320,6 +331,9 @@ def leaks(body: Any, tenant: Tenant, path: str = "") -> list[str]:
     for item in (body or {}).get("items", []) if isinstance(body, dict) else []:
         if item.get("id") in ids:
             found.append(f"id {item['id']}")
+        # A segment's members are customer ids only.
+        if path.endswith("/members") and item.get("customer_id") == tenant.customer_id:
+            found.append(f"customer_id {item['customer_id']}")
     return found
 
 
@@ -339,6 +353,8 @@ def query_values(names: list[str], tenant: Tenant) -> list[dict[str, Any]]:
         "customer_id": tenant.customer_id,
         "locale": "ja",
         "version": 1,
+        "format": "csv",
+        "traits": "name",
     }
     variants: list[dict[str, Any]] = [{}]
     for name in names:
@@ -407,7 +423,11 @@ def test_write_endpoints_with_the_other_workspaces_ids_are_404(tenants):
     # Write endpoints without ids act on the caller's own workspace only.
     for method, template, _ in [w for w in writes if not w[2]]:
         status, body, _ = call(method, template, a.token)
-        # Each of them creates something (PATCH of the settings changes the caller's own).
+        # Each of them creates something (PATCH of the settings changes the caller's own); evaluating a rule
+        # reads, and counts A's customers only.
+        if template.endswith("/rules/evaluate"):
+            assert (status, body["count"]) == (200, 1), body
+            continue
         assert status == (200 if method == "patch" else 201), (method, template, body)
     assert Source.objects.filter(workspace__slug="shop-b").count() == 1
 

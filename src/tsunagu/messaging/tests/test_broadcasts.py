@@ -105,7 +105,8 @@ def test_csv_columns_become_each_recipients_data(workspace):
         ({"customer_ids": [1, True]}, "audience.customer_ids[1]", "must be a customer id"),
         ({"user_ids": []}, "audience.user_ids", "must be a non-empty list"),
         ({"user_ids": ["a"], "csv": "x"}, "audience", "exactly one of"),
-        ({"segment": 3}, "audience", "unknown key 'segment'"),
+        ({"rule": 3}, "audience", "unknown key 'rule'"),
+        ({"segment": 3}, "audience.segment", "must be a segment key"),
         ([1, 2], "audience", "must be an object"),
     ],
 )
