@@ -33,6 +33,7 @@ from tsunagu.messaging.api_broadcasts import router as broadcasts_router
 from tsunagu.messaging.api_consents import router as consents_router
 from tsunagu.messaging.api_segment_webhooks import router as segment_webhooks_router
 from tsunagu.segments.api import router as segments_router
+from tsunagu.segments.api_computed import router as computed_router
 from tsunagu.segments.api_export import router as segments_export_router
 
 
@@ -109,6 +110,7 @@ api.add_router("/", core_router)
 api.add_router("/", messaging_router)
 api.add_router("/", consents_router)
 api.add_router("/", broadcasts_router)
+api.add_router("/", computed_router)
 api.add_router("/", segments_router)
 api.add_router("/", segments_export_router)
 api.add_router("/", segment_webhooks_router)

@@ -57,6 +57,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/api/v1/segments"): {"key": "created", "name": "Created", "rule": {"trait": "name", "op": "exists"}},
     ("put", "/api/v1/segments/{key}"): {"name": "Renamed"},
     ("post", "/api/v1/rules/evaluate"): {"rule": {"trait": "name", "op": "exists"}},
+    ("post", "/api/v1/computed-traits"): {"key": "created", "aggregate": "count", "event": "Order Completed"},
 }
 
 
@@ -185,6 +186,11 @@ def populate(workspace: Any, tag: str) -> Tenant:
     segment_create(workspace=workspace, key=comm.key, name=f"Segment-{tag}", actor=SYSTEM,
                    rule={"trait": "name", "op": "eq", "value": f"Name-{tag}"},
                    webhook_url=f"https://hooks.example.com/Hook-{tag}")
+    # And a computed trait under the same key.
+    from tsunagu.segments.computed import computed_trait_create
+
+    computed_trait_create(workspace=workspace, key=comm.key, name=f"Computed-{tag}", aggregate="count",
+                          event=f"Event-{tag}", actor=SYSTEM)
     tenant = Tenant(
         tag=tag,
         token=token,
@@ -213,6 +219,7 @@ def populate(workspace: Any, tag: str) -> Tenant:
             f"Consent-{tag}",
             f"Segment-{tag}",
             f"Hook-{tag}",
+            f"Computed-{tag}",
         ],
     )
     tenant.channel_id, tenant.communication_key = channel.pk, comm.key

@@ -42,6 +42,8 @@ WRITES: dict[tuple[str, str], tuple[str, int]] = {
     ("post", f"{API}/broadcasts/{{broadcast_id}}/pause"): ("operator", 200),
     ("post", f"{API}/broadcasts/{{broadcast_id}}/resume"): ("operator", 200),
     ("post", f"{API}/broadcasts/{{broadcast_id}}/cancel"): ("operator", 200),
+    ("post", f"{API}/computed-traits"): ("operator", 201),
+    ("delete", f"{API}/computed-traits/{{key}}"): ("operator", 204),
 }
 ROLES = ["viewer", "agent", "operator", "admin", "owner"]
 
