@@ -44,12 +44,18 @@ WRITES: dict[tuple[str, str], tuple[str, int]] = {
     ("post", f"{API}/broadcasts/{{broadcast_id}}/cancel"): ("operator", 200),
     ("post", f"{API}/computed-traits"): ("operator", 201),
     ("delete", f"{API}/computed-traits/{{key}}"): ("operator", 204),
+    ("post", f"{API}/segments"): ("operator", 201),
+    ("put", f"{API}/segments/{{key}}"): ("operator", 200),
+    ("delete", f"{API}/segments/{{key}}"): ("operator", 204),
+    ("post", f"{API}/segments/{{key}}/webhook/rotate"): ("operator", 200),
 }
+# Reads sent as POST (a rule in the body): any role, nothing changes.
+READS_BY_POST = {("post", f"{API}/rules/evaluate")}
 ROLES = ["viewer", "agent", "operator", "admin", "owner"]
 
 
 def write_operations() -> list[tuple[str, str, list[str]]]:
-    ops = [(m, t, p) for m, t, p, _ in operations() if m != "get"]
+    ops = [(m, t, p) for m, t, p, _ in operations() if m != "get" and (m, t) not in READS_BY_POST]
     # Deleting the member last: the role change before it needs the member.
     return sorted(ops, key=lambda op: op[0] == "delete")
 
