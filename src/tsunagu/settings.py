@@ -268,3 +268,5 @@ TSUNAGU_DELIVERY_MAX_ATTEMPTS = int(os.environ.get("TSUNAGU_DELIVERY_MAX_ATTEMPT
 TSUNAGU_DELIVERY_LEASE = float(os.environ.get("TSUNAGU_DELIVERY_LEASE", "60"))
 # Seconds between two readings of the email channels' bounce mailboxes (IMAP/POP3).
 TSUNAGU_BOUNCE_POLL = float(os.environ.get("TSUNAGU_BOUNCE_POLL", "300"))
+# How often rules that time alone can change ("no order in 90 days") are re-evaluated, in seconds.
+TSUNAGU_SEGMENT_REFRESH = float(os.environ.get("TSUNAGU_SEGMENT_REFRESH", "300"))

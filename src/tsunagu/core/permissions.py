@@ -25,6 +25,7 @@ class Perm(StrEnum):
     CHANNELS = "manage channels"  # messaging providers and their credentials
     COMMUNICATIONS = "edit communications"
     SEND = "send messages"
+    SEGMENTS = "edit segments"  # segments, computed traits, personas
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,15 +37,16 @@ class System:
 
 SYSTEM = System("system")
 
-# viewer: read only. agent: sends messages (and the inbox, later). operator: communications too (segments,
-# journeys — later), no configuration. admin: sources, API keys, channels and workspace settings.
+# viewer: read only. agent: sends messages (and the inbox, later). operator: communications and segments too
+# (journeys — later), no configuration. admin: sources, API keys, channels and workspace settings.
 # owner: members too, and everything an admin may do.
 ROLE_PERMISSIONS: dict[str, frozenset[Perm]] = {
     Role.VIEWER: frozenset({Perm.READ}),
     Role.AGENT: frozenset({Perm.READ, Perm.SEND}),
-    Role.OPERATOR: frozenset({Perm.READ, Perm.SEND, Perm.COMMUNICATIONS}),
+    Role.OPERATOR: frozenset({Perm.READ, Perm.SEND, Perm.COMMUNICATIONS, Perm.SEGMENTS}),
     Role.ADMIN: frozenset(
-        {Perm.READ, Perm.SOURCES, Perm.API_KEYS, Perm.SETTINGS, Perm.CHANNELS, Perm.COMMUNICATIONS, Perm.SEND}
+        {Perm.READ, Perm.SOURCES, Perm.API_KEYS, Perm.SETTINGS, Perm.CHANNELS, Perm.COMMUNICATIONS, Perm.SEND,
+         Perm.SEGMENTS}
     ),
     Role.OWNER: frozenset(Perm),
 }

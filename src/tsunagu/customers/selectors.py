@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.models import Q, QuerySet
 
 from tsunagu.core.models import Workspace
@@ -121,3 +123,27 @@ def customer_recent(*, workspace: Workspace, limit: int = 10) -> list[Customer]:
     """Live profiles most recently active, for the dashboard."""
     qs = Customer.objects.filter(workspace=workspace, merged_into__isnull=True, last_seen__isnull=False)
     return list(qs.order_by("-last_seen")[:limit])
+
+
+def customer_event_identity(customer: Any) -> dict[str, Any]:
+    """The customer's identities as the event carries them: userId when the profile has one, else one of
+    its anonymous ids, and every identity as externalIds — so the applier finds the customer (or the profile
+    it was merged into). Segment requires userId or anonymousId: a profile known only by, say, an email
+    address gets the stable anonymous id ``tsunagu-customer-<id>``."""
+    if customer is None:
+        return {}
+    ids: list[dict[str, str]] = []
+    anonymous = ""
+    for ident in customer.identities.all()[:20]:
+        if ident.type == "anonymous_id":
+            anonymous = anonymous or ident.value
+        elif ident.type != "user_id":
+            ids.append({"type": ident.type.removeprefix("external:"), "id": ident.value})
+    who: dict[str, Any] = (
+        {"userId": customer.user_id}
+        if customer.user_id
+        else {"anonymousId": anonymous or f"tsunagu-customer-{customer.pk}"}
+    )
+    if ids:
+        who["context"] = {"externalIds": ids}
+    return who

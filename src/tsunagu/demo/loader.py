@@ -33,6 +33,7 @@ from tsunagu.demo.catalog import (
     TOKEN_FILE,
 )
 from tsunagu.demo.messaging import demo_messaging
+from tsunagu.demo.segments import demo_segments
 from tsunagu.demo.simulation import _fit, _Simulation
 from tsunagu.events.applier import events_apply_pending
 from tsunagu.events.selectors import event_count, source_list
@@ -217,6 +218,9 @@ def demo_load(
                 for channel in list(pending):
                     send(channel)
                 advance(_apply(workspace))
+            # Segments over what happened so far; from here on the applier keeps them (the messaging below
+            # records consents and events that move some of them).
+            segments = demo_segments(workspace=workspace, actor=DEMO_ACTOR)
             # Three weeks of messages, and their outcomes on the timeline through the same log.
             sent = demo_messaging(workspace=workspace, actor=DEMO_ACTOR, end=received_at, seed=SEED)
             demo_broadcast(workspace=workspace, actor=DEMO_ACTOR)
@@ -227,7 +231,7 @@ def demo_load(
                 workspace=workspace,
                 actor=DEMO_ACTOR,
                 action="demo.loaded",
-                data={"people": customers, "events": len(stream), "seed": SEED, "sends": sent},
+                data={"people": customers, "events": len(stream), "seed": SEED, "sends": sent, "segments": segments},
             )
             job_enqueue(kind="core.optimize_database", idempotency_key="demo-optimize")
     except Conflict:

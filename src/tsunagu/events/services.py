@@ -70,6 +70,15 @@ def source_create(*, workspace: Workspace, name: str, channel: str = Channel.WEB
     return source
 
 
+def system_source(*, workspace: Workspace, name: str, channel: str = Channel.BACKOFFICE) -> Source:
+    """The workspace's source named ``name`` for tsunagu's own events (messaging's, segments'), created on
+    first use by the system."""
+    from tsunagu.core.permissions import SYSTEM
+
+    source = Source.objects.filter(workspace=workspace, name=name).order_by("pk").first()
+    return source or source_create(workspace=workspace, name=name, channel=channel, actor=SYSTEM)
+
+
 def source_rotate_key(*, source: Source, actor: Any) -> Source:
     """Give a source a new write key (owners and admins); the old one stops working at once. Audited in
     the same transaction."""

@@ -25,6 +25,7 @@ from tsunagu.core.permissions import Perm, actor_label, authorize
 from tsunagu.customers.models import Customer
 from tsunagu.messaging.channels import TYPES
 from tsunagu.messaging.models import Consent, Topic
+from tsunagu.segments.services import segments_reevaluate
 
 OPT_IN_REQUIRED = frozenset({("email", "marketing"), ("sms", "marketing")})
 TOPICS = tuple(Topic.values)
@@ -80,6 +81,8 @@ def consent_set(
         )
         if event:
             transaction.on_commit(lambda: _timeline(row))
+        # Segments whose rule asks for this consent move with the decision, in its transaction.
+        segments_reevaluate(workspace=customer.workspace, customer_ids=[customer.pk])
     return row
 
 

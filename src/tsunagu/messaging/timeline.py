@@ -15,9 +15,8 @@ from typing import Any
 from django.db import transaction
 
 from tsunagu.core.models import Workspace
-from tsunagu.core.permissions import SYSTEM
-from tsunagu.events.selectors import source_list
-from tsunagu.events.services import events_append, source_create
+from tsunagu.customers.selectors import customer_event_identity
+from tsunagu.events.services import events_append, system_source
 from tsunagu.events.validation import Invalid, ParsedEvent, parse_event
 from tsunagu.messaging.models import Delivery, DeliveryEvent, SendEvent
 
@@ -55,38 +54,11 @@ TOUCHPOINT = {
 
 def messaging_source(workspace: Workspace) -> Any:
     """The workspace's source for messaging's own events, created on first use."""
-    for source in source_list(workspace=workspace):
-        if source.name == SOURCE_NAME:
-            return source
-    return source_create(workspace=workspace, name=SOURCE_NAME, channel="backoffice", actor=SYSTEM)
+    return system_source(workspace=workspace, name=SOURCE_NAME)
 
 
 def _identity(delivery: Delivery) -> dict[str, Any]:
-    return _who(delivery.customer)
-
-
-def _who(customer: Any) -> dict[str, Any]:
-    """The customer's identities as the event carries them: userId when the profile has one, else one of
-    its anonymous ids, and every identity as externalIds — so the applier finds the customer (or the profile
-    it was merged into). Segment requires userId or anonymousId: a profile known only by, say, an email
-    address gets the stable anonymous id ``tsunagu-customer-<id>``."""
-    if customer is None:
-        return {}
-    ids: list[dict[str, str]] = []
-    anonymous = ""
-    for ident in customer.identities.all()[:20]:
-        if ident.type == "anonymous_id":
-            anonymous = anonymous or ident.value
-        elif ident.type != "user_id":
-            ids.append({"type": ident.type.removeprefix("external:"), "id": ident.value})
-    who: dict[str, Any] = (
-        {"userId": customer.user_id}
-        if customer.user_id
-        else {"anonymousId": anonymous or f"tsunagu-customer-{customer.pk}"}
-    )
-    if ids:
-        who["context"] = {"externalIds": ids}
-    return who
+    return customer_event_identity(delivery.customer)
 
 
 def _delivery_event_payload(row: DeliveryEvent) -> dict[str, Any] | None:
@@ -186,7 +158,7 @@ def customer_event_append(
 
 def _send_event_payload(row: SendEvent) -> dict[str, Any] | None:
     send = row.send
-    who = _who(send.customer)
+    who = customer_event_identity(send.customer)
     if not who:
         return None
     channel = str(row.data.get("channel", ""))
@@ -233,7 +205,7 @@ def customer_timeline_append(
     *, customer: Any, event: str, properties: dict[str, Any], message_id: str, at: dt.datetime | None = None
 ) -> bool:
     """Append one event about a customer that tsunagu itself recorded (a consent decision)."""
-    who = _who(customer)
+    who = customer_event_identity(customer)
     if not who:
         return False
     payload: dict[str, Any] = {

@@ -187,3 +187,18 @@ def test_simulation_is_deterministic():
     first = fingerprint()
     assert len(first) == 200
     assert first == fingerprint()
+
+
+def test_the_demo_has_segments_kept_true_by_the_applier(demo):
+    from tsunagu.segments.selectors import rule_count, segment_list, segment_member_ids
+
+    workspace = workspace_get(slug="demo")
+    segments = {s.key: s for s in segment_list(workspace=workspace)}
+    assert {"vip", "repeat-buyers", "lapsed", "line-friends", "email-optin", "vip-at-risk"} <= set(segments)
+    for segment in segments.values():
+        # Whatever the applier and the consents did after creation, membership equals a fresh evaluation.
+        assert segment.member_count == rule_count(workspace=workspace, rule=segment.rule), segment.key
+        assert segment.member_count == len(segment_member_ids(segment=segment)), segment.key
+    assert segments["vip"].member_count > 0
+    assert segments["line-friends"].member_count > 0
+    assert set(segment_member_ids(segment=segments["vip-at-risk"])) <= set(segment_member_ids(segment=segments["vip"]))

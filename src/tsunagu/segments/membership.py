@@ -1,0 +1,210 @@
+"""Keeping segment membership true: evaluate a segment for some customers (or all), write who entered and who
+left, and — inside the applier's transaction — work out which segments an applied chunk can have changed.
+
+Every function here runs inside the caller's transaction (the applier's, or a service's): membership, its
+history and the outbox rows commit with the events or changes that caused them, or not at all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db.models import F
+
+from tsunagu.core import clock
+from tsunagu.core.models import Workspace
+from tsunagu.segments.models import ChangeReason, Membership, MembershipChange, Segment
+from tsunagu.segments.rule import Parsed, rule_parse
+from tsunagu.segments.rule.sql import Catalog
+from tsunagu.segments.rule.values import Context
+from tsunagu.segments.selectors import catalog, rule_member_ids
+
+_CHUNK = 5000
+# Reasons whose changes reach the timeline as events (and the segment's webhook); a segment's first
+# population and a rule edit are history only — thousands of "entered" events nobody's action caused
+# would start journeys for everyone at once.
+_PUBLISHED = {ChangeReason.EVENT, ChangeReason.REFRESH, ChangeReason.CONSENT}
+_parsed_cache: dict[tuple[int, str], Parsed] = {}
+
+
+def parsed_rule(segment: Segment) -> Parsed:
+    """The segment's parsed rule, cached per (segment, updated_at): the applier parses each rule once."""
+    key = (segment.pk, segment.updated_at.isoformat())
+    found = _parsed_cache.get(key)
+    if found is None:
+        if len(_parsed_cache) > 2000:
+            _parsed_cache.clear()
+        found = _parsed_cache[key] = rule_parse(segment.rule)
+    return found
+
+
+@dataclass
+class Sync:
+    entered: set[int] = field(default_factory=set)
+    exited: set[int] = field(default_factory=set)
+
+
+def _chunks(ids: list[int]) -> Iterable[list[int]]:
+    for i in range(0, len(ids), _CHUNK):
+        yield ids[i:i + _CHUNK]
+
+
+def membership_sync(
+    *, segment: Segment, candidates: list[int] | None, reason: str, ctx: Context, cat: Catalog,
+    now: dt.datetime | None = None,
+) -> Sync:
+    """Evaluate ``segment`` for ``candidates`` (every customer of the workspace when None) and record who
+    entered and who left, with ``reason``. In the caller's transaction."""
+    now = now or clock.now()
+    parsed = parsed_rule(segment)
+    workspace = segment.workspace
+    sync = Sync()
+    if candidates is None:
+        matched = set(rule_member_ids(workspace=workspace, rule=parsed, ctx=ctx, cat=cat))
+        current = set(Membership.objects.filter(segment=segment).values_list("customer_id", flat=True))
+        sync.entered, sync.exited = matched - current, current - matched
+    else:
+        for part in _chunks(sorted(set(candidates))):
+            matched = set(rule_member_ids(workspace=workspace, rule=parsed, ctx=ctx, cat=cat, restrict=part))
+            current = set(Membership.objects.filter(segment=segment, customer_id__in=part)
+                          .values_list("customer_id", flat=True))
+            sync.entered |= matched - current
+            sync.exited |= current - matched
+    _write(segment, sync, reason, now)
+    return sync
+
+
+def _write(segment: Segment, sync: Sync, reason: str, now: dt.datetime) -> None:
+    if not sync.entered and not sync.exited:
+        return
+    ws = segment.workspace_id
+    Membership.objects.bulk_create(
+        [Membership(workspace_id=ws, segment=segment, customer_id=c, entered_at=now) for c in sorted(sync.entered)],
+        batch_size=_CHUNK,
+    )
+    for part in _chunks(sorted(sync.exited)):
+        Membership.objects.filter(segment=segment, customer_id__in=part).delete()
+    published = reason in _PUBLISHED
+    hook = published and bool(segment.webhook_url)
+    MembershipChange.objects.bulk_create(
+        [MembershipChange(workspace_id=ws, segment=segment, customer_id=c, entered=entered, at=now, reason=reason,
+                          published_at=None if published else now, webhook_pending=hook)
+         for entered, ids in ((True, sync.entered), (False, sync.exited)) for c in sorted(ids)],
+        batch_size=_CHUNK,
+    )
+    Segment.objects.filter(pk=segment.pk).update(member_count=F("member_count") + len(sync.entered) - len(sync.exited))
+
+
+def ordered(segments: list[Segment]) -> list[Segment]:
+    """Segments with every segment a rule refers to before the rule's own (``{"segment": "vip"}``), so
+    one pass sees this chunk's changes of the segments it reads. Cycles are refused when saved."""
+    by_key = {s.key: s for s in segments}
+    out: list[Segment] = []
+    state: dict[str, int] = {}
+
+    def visit(seg: Segment) -> None:
+        if state.get(seg.key) == 2:
+            return
+        state[seg.key] = 1
+        for ref in seg.deps.get("segments", []):
+            if ref in by_key and state.get(ref) != 1:
+                visit(by_key[ref])
+        state[seg.key] = 2
+        out.append(seg)
+
+    for seg in segments:
+        visit(seg)
+    return out
+
+
+@dataclass
+class Touched:
+    """What one applied chunk changed, per customer: the inputs of ``candidates``."""
+
+    any_event: set[int] = field(default_factory=set)
+    identified: set[int] = field(default_factory=set)
+    events: dict[tuple[str, str], set[int]] = field(default_factory=dict)
+    computed: dict[str, set[int]] = field(default_factory=dict)
+    merged_into: set[int] = field(default_factory=set)
+
+
+def touched_from(events: Iterable[Any], merges: list[tuple[int, int]], computed: dict[str, set[int]]) -> Touched:
+    t = Touched(computed=computed)
+    for e in events:
+        cid = e.customer_id
+        if cid is None:
+            continue
+        t.any_event.add(cid)
+        if e.type == "identify":
+            t.identified.add(cid)
+        elif e.type == "track":
+            t.events.setdefault(("track", e.event), set()).add(cid)
+        elif e.type in ("page", "screen"):
+            t.events.setdefault((e.type, e.name), set()).add(cid)
+    t.merged_into = {into for into, _ in merges}
+    return t
+
+
+def candidates(segment: Segment, touched: Touched, changed: dict[str, set[int]]) -> set[int]:
+    """The customers whose membership of ``segment`` the chunk can have changed."""
+    deps = segment.deps
+    out = set(touched.merged_into)
+    if deps.get("fields"):
+        out |= touched.any_event  # $last_seen, $event_count… move with every event
+    if deps.get("traits") or deps.get("consent"):
+        out |= touched.identified
+    for type_, name in deps.get("events", []):
+        out |= touched.events.get((type_, name), set())
+    for key in deps.get("computed", []):
+        out |= touched.computed.get(key, set())
+    for key in deps.get("segments", []):
+        out |= changed.get(key, set())
+    return out
+
+
+def memberships_apply(*, workspace: Workspace, events: list[Any], merges: list[tuple[int, int]],
+                      computed: dict[str, set[int]]) -> dict[str, Sync]:
+    """The applier's part: re-evaluate each segment for the customers the chunk touched (in the applier's
+    transaction). A profile merged away leaves its segments silently (its events now belong to the profile
+    it was merged into, which is re-evaluated)."""
+    segments = list(Segment.objects.filter(workspace=workspace).select_related("workspace"))
+    if not segments:
+        return {}
+    now = clock.now()
+    gone = [other for _, other in merges]
+    if gone:
+        _leave_merged(workspace, gone, now)
+    touched = touched_from(events, merges, computed)
+    cat = catalog(workspace)
+    ctx = Context(now=now, tz=workspace.timezone or "Asia/Tokyo")
+    changed: dict[str, set[int]] = {}
+    results: dict[str, Sync] = {}
+    for segment in ordered(segments):
+        cands = candidates(segment, touched, changed)
+        if not cands:
+            continue
+        sync = membership_sync(segment=segment, candidates=list(cands), reason=ChangeReason.EVENT, ctx=ctx, cat=cat,
+                               now=now)
+        results[segment.key] = sync
+        changed[segment.key] = sync.entered | sync.exited
+    return results
+
+
+def _leave_merged(workspace: Workspace, gone: list[int], now: dt.datetime) -> None:
+    rows = list(Membership.objects.filter(workspace=workspace, customer_id__in=gone)
+                .values_list("segment_id", "customer_id"))
+    if not rows:
+        return
+    MembershipChange.objects.bulk_create([
+        MembershipChange(workspace=workspace, segment_id=s, customer_id=c, entered=False, at=now,
+                         reason=ChangeReason.MERGE, published_at=now) for s, c in rows
+    ])
+    Membership.objects.filter(workspace=workspace, customer_id__in=gone).delete()
+    counts: dict[int, int] = {}
+    for s, _ in rows:
+        counts[s] = counts.get(s, 0) + 1
+    for s, n in counts.items():
+        Segment.objects.filter(pk=s).update(member_count=F("member_count") - n)
