@@ -182,10 +182,12 @@ def _hand_count(meta: dict[str, Any], now: dt.datetime) -> int:
         return int(cursor.fetchone()[0])
 
 
-def _timed(fn: Callable[[], int]) -> tuple[float, int]:
-    t0 = time.perf_counter()
+def _timed(fn: Callable[[], int]) -> tuple[float, float, int]:
+    """Wall and CPU time of ``fn`` (SQLite runs in this process, so its CPU time is the query's: a figure
+    the neighbours on a shared machine change far less than the wall time)."""
+    c0, t0 = time.process_time(), time.perf_counter()
     value = fn()
-    return time.perf_counter() - t0, value
+    return time.perf_counter() - t0, time.process_time() - c0, value
 
 
 def _frozen(when: dt.datetime) -> Any:
@@ -198,9 +200,9 @@ def _frozen(when: dt.datetime) -> Any:
 
 def measure_count(args: argparse.Namespace, meta: dict[str, Any], db: Path) -> dict[str, Any]:
     from django.db import connection
-    from tsunagu.segments.selectors import rule_count
 
     from tsunagu.core.models import Workspace
+    from tsunagu.segments.selectors import rule_count
 
     ws = Workspace.objects.get(pk=meta["workspace_id"])
     now = dt.datetime.fromisoformat(meta["now"])
@@ -211,23 +213,25 @@ def measure_count(args: argparse.Namespace, meta: dict[str, Any], db: Path) -> d
     def hand() -> int:
         return _hand_count(meta, now)
 
-    out: dict[str, Any] = {"rule": {"warm": [], "cold": []}, "hand": {"warm": [], "cold": []}}
+    out: dict[str, Any] = {name: {"warm": [], "cold": [], "warm_cpu": [], "cold_cpu": []} for name in ("rule", "hand")}
     counts: set[int] = set()
     with _frozen(now):
         load0 = load_avg()
         for _ in range(args.cold_runs):  # cold first: the warm runs' pages are then the cache's
             for name, fn in (("rule", rule), ("hand", hand)):
                 _evict(db)
-                seconds, value = _timed(fn)
+                seconds, cpu, value = _timed(fn)
                 out[name]["cold"].append(seconds)
+                out[name]["cold_cpu"].append(cpu)
                 counts.add(value)
         out["cold_load"] = (load0 + load_avg()) / 2
         rule(), hand()  # warm: the pages both read, the compiled statements
         load0 = load_avg()
         for _ in range(args.runs):
             for name, fn in (("rule", rule), ("hand", hand)):
-                seconds, value = _timed(fn)
+                seconds, cpu, value = _timed(fn)
                 out[name]["warm"].append(seconds)
+                out[name]["warm_cpu"].append(cpu)
                 counts.add(value)
         out["warm_load"] = (load0 + load_avg()) / 2
         out["queries"] = _rule_queries(rule)
@@ -237,7 +241,7 @@ def measure_count(args: argparse.Namespace, meta: dict[str, Any], db: Path) -> d
     out["count"] = out["counts"][0]
     out["ok"] = len(counts) == 1
     for name in ("rule", "hand"):
-        for kind in ("warm", "cold"):
+        for kind in ("warm", "cold", "warm_cpu", "cold_cpu"):
             out[name][f"{kind}_median"] = statistics.median(out[name][kind]) if out[name][kind] else float("nan")
     out["plan"] = _plan(connection, meta, now)
     return out
@@ -291,8 +295,9 @@ def _profile(path: Path, fn: Callable[[], Any]) -> None:
 def _print_count(c: dict[str, Any]) -> None:
     for name, label in (("rule", "rule_count"), ("hand", "hand-written SQL")):
         r = c[name]
-        print(f"  count {label:<17} warm median {r['warm_median'] * 1000:8.1f} ms  cold median "
-              f"{r['cold_median'] * 1000:8.1f} ms  (warm runs {', '.join(f'{x * 1000:.0f}' for x in r['warm'])})",
+        print(f"  count {label:<17} warm median {r['warm_median'] * 1000:8.1f} ms (CPU "
+              f"{r['warm_cpu_median'] * 1000:.0f} ms)  cold median {r['cold_median'] * 1000:8.1f} ms (CPU "
+              f"{r['cold_cpu_median'] * 1000:.0f} ms)  (warm runs {', '.join(f'{x * 1000:.0f}' for x in r['warm'])})",
               flush=True)
     print(f"  counts {'equal' if c['ok'] else 'DIFFER'}: {c['counts']} (load warm {c['warm_load']:.2f}, "
           f"cold {c['cold_load']:.2f})", flush=True)
