@@ -32,6 +32,7 @@ from tsunagu.messaging.api import router as messaging_router
 from tsunagu.messaging.api_broadcasts import router as broadcasts_router
 from tsunagu.messaging.api_consents import router as consents_router
 from tsunagu.segments.api import router as segments_router
+from tsunagu.segments.api_computed import router as computed_router
 
 
 class UTF8JSONRenderer(JSONRenderer):
@@ -107,6 +108,7 @@ api.add_router("/", core_router)
 api.add_router("/", messaging_router)
 api.add_router("/", consents_router)
 api.add_router("/", broadcasts_router)
+api.add_router("/", computed_router)
 api.add_router("/", segments_router)
 
 

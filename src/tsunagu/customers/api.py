@@ -13,7 +13,13 @@ from tsunagu.core.errors import NotFound
 from tsunagu.core.pagination import page_by_id_desc
 from tsunagu.customers.models import Customer
 from tsunagu.customers.schemas import CustomerOut, CustomerPage, MergePage
-from tsunagu.customers.selectors import customer_get, customer_identities, customer_list, customer_merges
+from tsunagu.customers.selectors import (
+    customer_get,
+    customer_identities,
+    customer_list,
+    customer_merges,
+    profile_extras,
+)
 
 router = Router(tags=["customers"])
 
@@ -55,6 +61,8 @@ def customer_detail(customer: Customer) -> dict[str, Any]:
             name: dt.datetime.fromtimestamp(ms / 1000.0, tz=dt.UTC) for name, ms in sorted(customer.channels.items())
         },
         "merged_ids": sorted(customer.merged_from.values_list("pk", flat=True)),
+        "computed": {},
+        **profile_extras(customer),
     }
 
 

@@ -35,6 +35,8 @@ class CustomerOut(CustomerSummaryOut):
     identities: list[IdentityOut]
     channels: dict[str, dt.datetime]
     merged_ids: list[int]
+    # Computed traits by key (registered by segments: ``selectors.profile_extra_register``).
+    computed: dict[str, Any] = {}
 
 
 class MergeOut(Schema):

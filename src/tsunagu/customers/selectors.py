@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.db.models import Q, QuerySet
@@ -123,6 +124,21 @@ def customer_recent(*, workspace: Workspace, limit: int = 10) -> list[Customer]:
     """Live profiles most recently active, for the dashboard."""
     qs = Customer.objects.filter(workspace=workspace, merged_into__isnull=True, last_seen__isnull=False)
     return list(qs.order_by("-last_seen")[:limit])
+
+
+# What apps above customers add to a profile as the API and the console show it (segments: ``computed``).
+# Customers cannot import them (the layers go the other way), so they register here when Django is ready.
+_PROFILE_EXTRAS: dict[str, Callable[[Customer], Any]] = {}
+
+
+def profile_extra_register(name: str, fn: Callable[[Customer], Any]) -> None:
+    """Show ``fn(customer)`` as ``name`` on every profile (registering a name again replaces it)."""
+    _PROFILE_EXTRAS[name] = fn
+
+
+def profile_extras(customer: Customer) -> dict[str, Any]:
+    """{name: value} of every registered extra for this profile."""
+    return {name: fn(customer) for name, fn in _PROFILE_EXTRAS.items()}
 
 
 def customer_event_identity(customer: Any) -> dict[str, Any]:

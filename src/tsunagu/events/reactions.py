@@ -30,14 +30,17 @@ class Applied:
 
 
 Reaction = Callable[[Applied], Any]
-_REACTIONS: dict[str, Reaction] = {}
+_REACTIONS: dict[str, tuple[int, Reaction]] = {}
 
 
-def reaction(name: str) -> Callable[[Reaction], Reaction]:
-    """Register ``fn(applied)`` under ``name`` (registering a name again replaces it, keeping its place)."""
+def reaction(name: str, *, stage: int = 0) -> Callable[[Reaction], Reaction]:
+    """Register ``fn(applied)`` under ``name`` (registering a name again replaces it, keeping its place).
+    Reactions run by ``stage``, then in the order they registered: a reaction that reads what others write
+    in the same transaction (segments read the consents messaging records from ``identify``) takes a later
+    stage."""
 
     def register(fn: Reaction) -> Reaction:
-        _REACTIONS[name] = fn
+        _REACTIONS[name] = (stage, fn)
         return fn
 
     return register
@@ -47,13 +50,18 @@ def reaction_remove(name: str) -> None:
     _REACTIONS.pop(name, None)
 
 
+def _in_order() -> list[tuple[str, Reaction]]:
+    ranked = sorted(enumerate(_REACTIONS.items()), key=lambda item: (item[1][1][0], item[0]))
+    return [(name, fn) for _, (name, (_stage, fn)) in ranked]
+
+
 def registered() -> list[str]:
-    return list(_REACTIONS)
+    return [name for name, _ in _in_order()]
 
 
 def dispatch(applied: Applied) -> None:
     """Call every reaction; an exception propagates (the caller's transaction rolls back)."""
     if not applied.events and not applied.merges:
         return
-    for fn in list(_REACTIONS.values()):
+    for _name, fn in _in_order():
         fn(applied)

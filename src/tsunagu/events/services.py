@@ -206,3 +206,16 @@ def events_import(
             flush()
     flush()
     return result
+
+
+def ingest_lock(workspace: Workspace) -> None:
+    """Keep the workspace's applier out until the current transaction ends: what a job that must see all
+    applied events and none half-applied takes (a computed trait's backfill). On PostgreSQL the advisory
+    lock the applier takes itself; on SQLite the transaction is already the one writer (immediate mode)."""
+    from django.db import connection
+
+    from tsunagu.events.apply import _INGEST_LOCK_CLASS
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_INGEST_LOCK_CLASS, workspace.pk])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tsunagu.customers.models import Customer
+from tsunagu.segments.computed_selectors import computed_lazy
 
 LINE_IDENTITY = "external:line_user_id"
 _PROFILE_FIELDS = (
@@ -20,8 +21,9 @@ _PROFILE_FIELDS = (
 
 
 def customer_context(customer: Customer | None) -> dict[str, Any]:
-    """``customer`` for templates: the profile fields, ``traits``, ``identities`` ({type: [values]}), and each
-    trait also at the top level where no profile field has its name (``{{ customer.first_name }}``)."""
+    """``customer`` for templates: the profile fields, ``traits``, ``identities`` ({type: [values]}),
+    ``computed`` (computed traits by key, read only if a template looks), and each trait also at the top level
+    where no profile field has its name (``{{ customer.first_name }}``)."""
     if customer is None:
         return {"id": None, "traits": {}, "identities": {}}
     identities: dict[str, list[str]] = {}
@@ -32,6 +34,7 @@ def customer_context(customer: Customer | None) -> dict[str, Any]:
     out: dict[str, Any] = {k: v for k, v in traits.items() if isinstance(k, str)}
     out.update({name: getattr(customer, name) for name in _PROFILE_FIELDS})
     out.update({"id": customer.pk, "traits": traits, "identities": identities})
+    out["computed"] = computed_lazy({customer.pk: customer.workspace_id})[customer.pk]
     return out
 
 

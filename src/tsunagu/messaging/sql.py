@@ -22,6 +22,7 @@ from django.db.models import Model
 from django.db.models.base import ModelState
 
 from tsunagu.core.dburl import datetime_param, json_param, json_placeholder
+from tsunagu.segments.computed_selectors import computed_lazy
 
 _DELIVERY = "messaging_delivery"
 _EVENT = "messaging_deliveryevent"
@@ -210,16 +211,18 @@ def customer_contexts(ids: set[int]) -> dict[int, dict[str, Any]]:
         for customer_id, type_, value in cursor.fetchall():
             identities.setdefault(customer_id, {}).setdefault(type_, []).append(value)
         cursor.execute(
-            f"SELECT id, traits, {', '.join(_PROFILE)} FROM customers_customer WHERE id IN ({marks})",  # noqa: S608
+            f"SELECT id, workspace_id, traits, {', '.join(_PROFILE)} FROM customers_customer WHERE id IN ({marks})",  # noqa: S608
             list(ids),
         )
         rows = cursor.fetchall()
     out: dict[int, dict[str, Any]] = {}
-    for pk, traits_value, *profile in rows:
+    computed = computed_lazy({row[0]: row[1] for row in rows})  # one read for the batch, if a template looks
+    for pk, _, traits_value, *profile in rows:
         traits = dict(_json(traits_value) or {})
         context: dict[str, Any] = {k: v for k, v in traits.items() if isinstance(k, str)}
         context.update(zip(_PROFILE, profile, strict=True))
         context.update({"id": pk, "traits": traits, "identities": identities.get(pk, {})})
+        context["computed"] = computed[pk]
         out[pk] = context
     return out
 

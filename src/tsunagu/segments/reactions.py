@@ -11,7 +11,8 @@ from tsunagu.segments.membership import memberships_apply
 from tsunagu.segments.services import segment_changes_publish
 
 
-@reaction("segments")
+# A late stage: membership reads what the other reactions record in this transaction (consents from identify).
+@reaction("segments", stage=10)
 def segments_react(applied: Applied) -> None:
     changed = computed_apply(workspace=applied.workspace, events=applied.events, merges=applied.merges)
     results = memberships_apply(workspace=applied.workspace, events=applied.events, merges=applied.merges,

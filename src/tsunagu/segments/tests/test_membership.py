@@ -159,3 +159,11 @@ def test_the_worker_refreshes_a_workspace_once_its_interval_has_passed(
     with time_machine.travel(start + dt.timedelta(seconds=301), tick=False):
         assert refresh_due("w") == 1
         assert refresh_due("w") == 0
+
+
+def test_a_consent_given_by_identify_counts_in_the_same_chunk(workspace: Any, send: Any) -> None:
+    segment_create(workspace=workspace, key="optin", name="Opted in", actor=SYSTEM,
+                   rule={"consent": {"channel": "email", "topic": "marketing"}})
+    # messaging's reaction records the consent; segments' runs after it, in the same transaction.
+    send("/v1/identify", {"userId": "u1", "traits": {"email": "hanako@example.jp", "consent_email_marketing": True}})
+    assert _members("optin") == {"u1"}
