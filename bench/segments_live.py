@@ -148,15 +148,19 @@ def _affected(deps_of: dict[str, dict[str, Any]], body: bytes) -> int:
 
 
 def _instrument() -> dict[str, float]:
-    """Time the registered ``segments`` reaction and, inside it, ``computed_apply`` (CPU time of this
-    process: steadier than wall time on a shared machine), and count the (customer, segment)
-    re-evaluations it asks for (``membership_sync``'s candidates)."""
+    """Time the registered ``segments`` reaction and, inside it, ``computed_apply``, and the publishing
+    of its changes after commit (CPU time of this process: steadier than wall time on a shared machine);
+    count the (customer, segment) re-evaluations it asks for (``membership_sync``'s candidates) and time
+    each segment's."""
     from tsunagu.events import reactions
     from tsunagu.segments import membership
     from tsunagu.segments import reactions as seg_reactions
 
-    spent: dict[str, Any] = {"reaction": 0.0, "computed": 0.0, "evaluated": 0, "syncs": 0, "by_segment": {}}
-    fn = reactions._REACTIONS["segments"]
+    spent: dict[str, Any] = {"reaction": 0.0, "computed": 0.0, "publish": 0.0, "evaluated": 0, "syncs": 0,
+                             "by_segment": {}}
+    entry = reactions._REACTIONS["segments"]
+    # (stage, fn) since reactions run by stage; a bare fn before.
+    stage, fn = entry if isinstance(entry, tuple) else (None, entry)
 
     @functools.wraps(fn)
     def timed(applied: Any) -> Any:
@@ -166,7 +170,19 @@ def _instrument() -> dict[str, float]:
         finally:
             spent["reaction"] += time.process_time() - t0
 
-    reactions._REACTIONS["segments"] = timed
+    reactions._REACTIONS["segments"] = (stage, timed) if stage is not None else timed  # type: ignore[assignment]
+    publish = seg_reactions.segment_changes_publish
+
+    @functools.wraps(publish)
+    def timed_publish(**kw: Any) -> Any:
+        # After commit: the Segment Entered / Exited events built and appended to the ingest log.
+        t0 = time.process_time()
+        try:
+            return publish(**kw)
+        finally:
+            spent["publish"] += time.process_time() - t0
+
+    seg_reactions.segment_changes_publish = timed_publish  # type: ignore[assignment]
     computed = seg_reactions.computed_apply
 
     @functools.wraps(computed)
@@ -255,14 +271,15 @@ def measure(args: argparse.Namespace, meta: dict[str, Any]) -> dict[str, Any]:
             run = {"rep": rep + 1, "segments": n, "events": args.live_events, "stored": outcome.stored,
                    "published": outcome.stored - args.live_events, "wall": wall, "cpu": cpu,
                    **{k: spent[k] - before[k] for k in spent if k != "by_segment"},
-                   "by_segment": spent["by_segment"], "pairs": pairs,
+                   "by_segment": dict(spent["by_segment"]), "pairs": pairs,
                    "load": (load0 + load_avg()) / 2,
                    "ok": outcome.stored >= args.live_events and outcome.duplicates == 0}
             runs.append(run)
             print(f"  live {n:>2} segments: {run['events'] / wall:>8,.0f} events/s applied ({wall:.2f} s, CPU "
                   f"{cpu / max(1, run['events']) * 1e6:.0f} µs/event), segments reaction {run['reaction']:.2f} s "
-                  f"CPU (computed traits {run['computed']:.2f} s), {pairs / max(1, run['events']):.2f} affected "
-                  f"segments/event, {run['evaluated']:,} (customer, segment) re-evaluations in {run['syncs']} "
+                  f"CPU (computed traits {run['computed']:.2f} s; publishing after commit {run['publish']:.2f} s), "
+                  f"{pairs / max(1, run['events']):.2f} affected segments/event, {run['evaluated']:,} "
+                  f"(customer, segment) re-evaluations in {run['syncs']} "
                   f"queries, {run['published']:,} segment events published, load {run['load']:.2f}", flush=True)
     Segment.objects.filter(workspace=parking).update(workspace=ws)
     if args.profile:
@@ -350,6 +367,8 @@ def _summarize(runs: list[dict[str, Any]], top: int) -> dict[str, Any]:
             "rate": statistics.median(r["events"] / r["wall"] for r in rs),
             "cpu_us": statistics.median(r["cpu"] / r["events"] * 1e6 for r in rs),
             "reaction_us": statistics.median(r["reaction"] / r["events"] * 1e6 for r in rs),
+            "computed_us": statistics.median(r["computed"] / r["events"] * 1e6 for r in rs),
+            "publish_us": statistics.median(r["publish"] / r["events"] * 1e6 for r in rs),
             "pairs_per_event": statistics.median(r["pairs"] / r["events"] for r in rs),
             "evaluated_per_event": statistics.median(r["evaluated"] / r["events"] for r in rs),
             "queries": statistics.median(r["syncs"] for r in rs),

@@ -30,6 +30,19 @@ def _verdict(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
 
+def _computed(meta: dict[str, Any]) -> str:
+    c = meta.get("computed") or {}
+    if not c.get("service"):
+        return ("Its values (one row per customer who ordered) are computed by the loader from the generated "
+                "orders and inserted by SQL: this tree has no computed-traits service.")
+    verdict = ("equal to the sums the loader computed from the generated orders, for every one of its "
+               f"{c['expected']:,} customers" if c["ok"] else
+               f"**different from the loader's sums: {c['differ']} differ, {c['extra']} extra**")
+    return (f"Declared in each run through the computed-traits service (`computed_trait_create`, which "
+            f"backfills it from the {meta['events']:,} events under the ingest lock): {c['seconds']:.1f} s "
+            f"(CPU {c['cpu']:.1f} s), {c['rows']:,} values, {verdict}.")
+
+
 def _cpu(r: dict[str, Any]) -> str:
     if "warm_cpu_median" not in r:
         return "–"
@@ -55,8 +68,8 @@ def render(args: argparse.Namespace, meta: dict[str, Any], count: dict[str, Any]
         "`prefecture`, `age`, …) and their `user_id` and `email` identities; page views, `Product Viewed`, "
         "`Product Added`, `Checkout Started` and `Order Completed` (`revenue` in yen, `category`) over two "
         "years, log-normally skewed per customer, stored in time order; the computed trait `total_spent` "
-        "(sum of `revenue` of `Order Completed`) with one value row per customer who ordered, computed by "
-        f"the loader from the generated orders. Built in {meta['seconds']:.0f} s ({meta['rate']:,.0f} events/s "
+        "(sum of `revenue` of `Order Completed`). "
+        + _computed(meta) + " Built in {meta['seconds']:.0f} s ({meta['rate']:,.0f} events/s "
         f"overall; indexes {meta['index_seconds']:.0f} s), {meta['bytes'] / 1e9:.1f} GB, "
         + ("cached and copied for this run." if meta.get("cached") else "then cached for the next runs."),
         "",
@@ -123,14 +136,16 @@ def _live(args: argparse.Namespace, live: dict[str, Any]) -> list[str]:
         "Per event of the traffic sent (the published segment events are applied in the same call, and "
         "count in its time):",
         "",
-        "| live segments | applied events/s | CPU µs per event | segments reaction, CPU µs per event "
+        "| live segments | applied events/s | CPU µs per event | segments reaction, CPU µs per event (of which "
+        "computed traits) | publishing its changes after commit, CPU µs per event "
         "| affected (event, segment) pairs per event | (customer, segment) re-evaluations per event "
         "| membership queries per run | Segment Entered/Exited events published per run | load |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in s["rows"]:
         out.append(
             f"| {row['segments']} | {row['rate']:,.0f} | {row['cpu_us']:.1f} | {row['reaction_us']:.1f} "
+            f"({row['computed_us']:.1f}) | {row['publish_us']:.1f} "
             f"| {row['pairs_per_event']:.2f} | {row['evaluated_per_event']:.2f} | {row['queries']:.0f} "
             f"| {row['published']:,.0f} | {row['load']:.2f} |")
     out += [
