@@ -69,7 +69,7 @@ def render(args: argparse.Namespace, meta: dict[str, Any], count: dict[str, Any]
         "`Product Added`, `Checkout Started` and `Order Completed` (`revenue` in yen, `category`) over two "
         "years, log-normally skewed per customer, stored in time order; the computed trait `total_spent` "
         "(sum of `revenue` of `Order Completed`). "
-        + _computed(meta) + " Built in {meta['seconds']:.0f} s ({meta['rate']:,.0f} events/s "
+        + _computed(meta) + f" Built in {meta['seconds']:.0f} s ({meta['rate']:,.0f} events/s "
         f"overall; indexes {meta['index_seconds']:.0f} s), {meta['bytes'] / 1e9:.1f} GB, "
         + ("cached and copied for this run." if meta.get("cached") else "then cached for the next runs."),
         "",
