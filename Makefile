@@ -48,6 +48,7 @@ bench: install-test
 	$(BIN)/python -m bench email --write
 	$(BIN)/python -m bench sends --write
 	$(BIN)/python -m bench broadcast --write
+	$(BIN)/python -m bench segments --write
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

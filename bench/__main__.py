@@ -273,6 +273,7 @@ SUITES = {
     "email": "bench.email_send",
     "sends": "bench.sends_pipeline",
     "broadcast": "bench.broadcast",
+    "segments": "bench.segments",
 }
 
 
