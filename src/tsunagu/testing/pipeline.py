@@ -42,3 +42,16 @@ def wait_applied(
             return status
         time.sleep(0.02)
     raise AssertionError(f"the applier did not catch up within {timeout}s: {status}")
+
+
+def poll(fn: Any, *, timeout: float = 60.0, every: float = 0.05) -> Any:
+    """Call ``fn`` until it answers something truthy, and return that; AssertionError with its last answer
+    at the deadline. What live tests wait with instead of sleeping a fixed time."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"gave up waiting after {timeout}s; last answer {last!r}")

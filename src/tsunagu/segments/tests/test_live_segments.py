@@ -4,24 +4,14 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 from typing import Any
 
 import pytest
 import requests
 
+from tsunagu.testing.pipeline import poll
+
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
-
-
-def _poll(fn: Any, *, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"gave up waiting; last answer {last!r}")
 
 
 def _at(text: str) -> dt.datetime:
@@ -51,7 +41,7 @@ def test_segment_entered_is_on_the_timeline_within_a_second_of_its_cause(live_wo
                               timeout=10).json()["items"]
         return events if any(e["event"] == "Segment Entered" for e in events) else None
 
-    events = _poll(entered)
+    events = poll(entered)
     by_id = {e["message_id"]: e for e in events}
     (segment_entered,) = [e for e in events if e["event"] == "Segment Entered"]
     assert segment_entered["properties"]["segment"] == "repeat"
