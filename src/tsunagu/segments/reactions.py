@@ -19,4 +19,5 @@ def segments_react(applied: Applied) -> None:
                                 computed=changed)
     if any(s.entered or s.exited for s in results.values()):
         # Entries reach the timeline right after this commit, not at the worker's next pass.
-        transaction.on_commit(lambda: segment_changes_publish(limit=10_000))
+        # robust: a failure here must not look like a failed chunk (it committed); the worker task retries.
+        transaction.on_commit(lambda: segment_changes_publish(limit=10_000), robust=True)
