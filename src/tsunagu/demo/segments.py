@@ -6,7 +6,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from tsunagu.segments.computed import computed_trait_create
 from tsunagu.segments.services import segment_create
+
+# The figures a CX team asks of every customer first, kept by the applier from their orders.
+COMPUTED: tuple[dict[str, Any], ...] = (
+    {"key": "orders_90d", "name": "90日の購入回数", "aggregate": "count", "event": "Order Completed",
+     "within": {"days": 90}},
+    {"key": "total_spent", "name": "累計購入金額", "aggregate": "sum", "event": "Order Completed", "property": "total"},
+    {"key": "last_order_at", "name": "最終購入日時", "aggregate": "max", "event": "Order Completed",
+     "property": "$timestamp"},
+    {"key": "rfm", "name": "RFM", "aggregate": "rfm", "event": "Order Completed", "property": "total"},
+)
 
 SEGMENTS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
     ("vip", "VIP（プラチナ・ゴールド会員）", "会員ランクがプラチナかゴールドのお客さま。",
@@ -26,13 +37,17 @@ SEGMENTS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
               {"trait": "$channels", "op": "contains", "value": "app"}]}),
     ("email-optin", "メルマガ購読者", "メールでのお知らせに同意いただいたお客さま。",
      {"consent": {"channel": "email", "topic": "marketing"}}),
+    ("big-spenders", "高額購入者", "累計3万円以上ご購入のお客さま。",
+     {"computed": "total_spent", "op": "gte", "value": 30000}),
     ("vip-at-risk", "離反リスクのあるVIP", "VIPで、この60日ご購入のないお客さま。",
      {"all": [{"segment": "vip"}, {"segment": "lapsed"}]}),
 )
 
 
 def demo_segments(*, workspace: Any, actor: Any) -> dict[str, int]:
-    """Create the demo's segments; returns each key's member count."""
+    """Create the demo's computed traits and segments; returns each segment's member count."""
+    for spec in COMPUTED:
+        computed_trait_create(workspace=workspace, actor=actor, **spec)
     counts = {}
     for key, name, description, rule in SEGMENTS:
         segment, _warnings = segment_create(workspace=workspace, key=key, name=name, description=description,

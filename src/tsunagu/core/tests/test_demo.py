@@ -201,11 +201,15 @@ def test_the_demo_has_segments_kept_true_by_the_applier(demo):
 
     workspace = workspace_get(slug="demo")
     segments = {s.key: s for s in segment_list(workspace=workspace)}
-    assert {"vip", "repeat-buyers", "lapsed", "line-friends", "email-optin", "vip-at-risk"} <= set(segments)
+    expected = {"vip", "repeat-buyers", "lapsed", "line-friends", "email-optin", "vip-at-risk", "big-spenders"}
+    assert expected <= set(segments)
     for segment in segments.values():
         # Whatever the applier and the consents did after creation, membership equals a fresh evaluation.
         assert segment.member_count == rule_count(workspace=workspace, rule=segment.rule), segment.key
         assert segment.member_count == len(segment_member_ids(segment=segment)), segment.key
     assert segments["vip"].member_count > 0
     assert segments["line-friends"].member_count > 0
+    # Computed traits were backfilled from the orders: customers who bought have a total.
+    assert rule_count(workspace=workspace, rule={"computed": "total_spent", "op": "gt", "value": 0}) > 0
+    assert rule_count(workspace=workspace, rule={"computed": "rfm.recency", "op": "between", "value": [1, 5]}) > 0
     assert set(segment_member_ids(segment=segments["vip-at-risk"])) <= set(segment_member_ids(segment=segments["vip"]))

@@ -6,6 +6,7 @@ too, once, and stored with a segment."""
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -330,7 +331,7 @@ _FIELD_OPS: dict[str, frozenset[str]] = {
     "set": frozenset({"contains", "not_contains", "exists", "not_exists"}),
 }
 
-_UTC = __import__("datetime").UTC
+_UTC = dt.UTC
 
 
 def rule_parse(rule: Any) -> Parsed:
