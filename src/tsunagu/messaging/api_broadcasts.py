@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 from django.http import HttpRequest
-from ninja import Field, Router, Schema
+from ninja import Field, Router, Schema, Status
 
 from tsunagu.messaging.broadcasts import (
     broadcast_cancel,
@@ -99,7 +99,7 @@ def _get(request: HttpRequest, broadcast_id: int) -> Any:
 
 
 @router.post("/broadcasts", response={201: BroadcastCreated}, summary="Send a communication to a list of customers")
-def create_broadcast(request: HttpRequest, payload: BroadcastIn) -> tuple[int, dict[str, Any]]:
+def create_broadcast(request: HttpRequest, payload: BroadcastIn) -> Status[Any]:
     b = broadcast_create(
         workspace=request.auth,  # type: ignore[attr-defined]
         communication=payload.communication,
@@ -110,7 +110,7 @@ def create_broadcast(request: HttpRequest, payload: BroadcastIn) -> tuple[int, d
         name=payload.name,
         actor=request.api_key,  # type: ignore[attr-defined]
     )
-    return 201, {"id": b.pk, "status": b.status}
+    return Status(201, {"id": b.pk, "status": b.status})
 
 
 @router.get("/broadcasts", response=BroadcastList, summary="The workspace's broadcasts, newest first")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpRequest
-from ninja import Router
+from ninja import Router, Status
 
 from tsunagu.core.errors import ValidationError
 from tsunagu.core.pagination import check_limit, decode_cursor, encode_cursor
@@ -38,12 +38,12 @@ def _out(segment: Any) -> dict[str, Any]:
 
 
 @router.post("/segments", response={201: SegmentSaved}, summary="Create a segment; its members are counted at once")
-def create_segment(request: HttpRequest, payload: SegmentIn) -> tuple[int, dict[str, Any]]:
+def create_segment(request: HttpRequest, payload: SegmentIn) -> Status[Any]:
     segment, warnings = segment_create(
         workspace=request.auth, key=payload.key, name=payload.name, rule=payload.rule,  # type: ignore[attr-defined]
         description=payload.description, webhook_url=payload.webhook_url, actor=request.api_key,  # type: ignore[attr-defined]
     )
-    return 201, {"key": segment.key, "count": segment.member_count, "warnings": warnings}
+    return Status(201, {"key": segment.key, "count": segment.member_count, "warnings": warnings})
 
 
 @router.get("/segments", response=SegmentList, summary="The workspace's segments")
@@ -67,9 +67,9 @@ def put_segment(request: HttpRequest, key: str, payload: SegmentPatch) -> dict[s
 
 
 @router.delete("/segments/{key}", response={204: None}, summary="Delete a segment")
-def delete_segment(request: HttpRequest, key: str) -> tuple[int, None]:
+def delete_segment(request: HttpRequest, key: str) -> Status[Any]:
     segment_delete(segment=segment_get(workspace=request.auth, key=key), actor=request.api_key)  # type: ignore[attr-defined]
-    return 204, None
+    return Status(204, None)
 
 
 @router.get("/segments/{key}/members", response=MemberPage,
