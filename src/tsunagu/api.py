@@ -28,6 +28,7 @@ from tsunagu.core.auth import ApiKeyAuth
 from tsunagu.core.errors import TsunaguError
 from tsunagu.customers.api import router as customers_router
 from tsunagu.events.api import router as events_router
+from tsunagu.journeys.api import router as journeys_router
 from tsunagu.messaging.api import router as messaging_router
 from tsunagu.messaging.api_broadcasts import router as broadcasts_router
 from tsunagu.messaging.api_consents import router as consents_router
@@ -112,6 +113,7 @@ api.add_router("/", consents_router)
 api.add_router("/", broadcasts_router)
 api.add_router("/", computed_router)
 api.add_router("/", segments_router)
+api.add_router("/", journeys_router)
 api.add_router("/", segments_export_router)
 api.add_router("/", segment_webhooks_router)
 

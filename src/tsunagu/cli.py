@@ -176,14 +176,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import tsunagu.core.handlers  # noqa: F401  (registers job handlers)
     from tsunagu.core.worker import run_worker
     from tsunagu.events.applier import start_applier
+    from tsunagu.journeys.handlers import start_engine
 
-    # The applier (the ingest log -> profiles, timeline, reactions) in a thread beside the jobs loop; the
-    # same stop event ends both on SIGTERM/SIGINT.
+    # The applier (the ingest log -> profiles, timeline, reactions) and the journey engine in threads beside
+    # the jobs loop; the same stop event ends all three on SIGTERM/SIGINT.
     stop = threading.Event()
     applier = start_applier(stop)
+    engine = start_engine(stop)
     run_worker(stop=stop)
     stop.set()
     applier.join(timeout=30)
+    engine.join(timeout=30)
     return 0
 
 

@@ -99,6 +99,7 @@ INSTALLED_APPS = [
     "tsunagu.events",
     "tsunagu.segments",
     "tsunagu.messaging",
+    "tsunagu.journeys",
     "tsunagu.console",
 ]
 
@@ -249,6 +250,8 @@ TSUNAGU_APPLY_CHUNK = int(os.environ.get("TSUNAGU_APPLY_CHUNK", 5000))
 # While behind, chunks double up to this many events (see events.applier._next_limit).
 TSUNAGU_APPLY_CHUNK_MAX = int(os.environ.get("TSUNAGU_APPLY_CHUNK_MAX", 20000))
 TSUNAGU_APPLIER_LEASE = float(os.environ.get("TSUNAGU_APPLIER_LEASE", 15))
+# How long a worker's claim on journey runs lives: a worker that dies mid-turn loses its runs after it.
+TSUNAGU_JOURNEY_LEASE = float(os.environ.get("TSUNAGU_JOURNEY_LEASE", 60))
 # Dedup by messageId looks back this many days of receive time (0: for ever); see docs/ingestion.md.
 TSUNAGU_DEDUP_WINDOW_DAYS = float(os.environ.get("TSUNAGU_DEDUP_WINDOW_DAYS", 7))
 

@@ -26,6 +26,8 @@ class Perm(StrEnum):
     COMMUNICATIONS = "edit communications"
     SEND = "send messages"
     SEGMENTS = "edit segments"  # segments, computed traits, personas
+    JOURNEYS = "manage journeys"  # design, publish, pause and resume journeys, migrate their runs
+    JOURNEY_RUNS = "manage journey runs"  # start, pause, resume, cancel one customer's run; attach evaluations
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,16 +39,18 @@ class System:
 
 SYSTEM = System("system")
 
-# viewer: read only. agent: sends messages (and the inbox, later). operator: communications and segments too
-# (journeys — later), no configuration. admin: sources, API keys, channels and workspace settings.
-# owner: members too, and everything an admin may do.
+# viewer: read only. agent: sends messages and looks after one customer's journey run (pause, resume,
+# cancel, evaluations) — the inbox too, later. operator: communications, segments and journeys too, no
+# configuration. admin: sources, API keys, channels and workspace settings. owner: members too, and everything
+# an admin may do.
 ROLE_PERMISSIONS: dict[str, frozenset[Perm]] = {
     Role.VIEWER: frozenset({Perm.READ}),
-    Role.AGENT: frozenset({Perm.READ, Perm.SEND}),
-    Role.OPERATOR: frozenset({Perm.READ, Perm.SEND, Perm.COMMUNICATIONS, Perm.SEGMENTS}),
+    Role.AGENT: frozenset({Perm.READ, Perm.SEND, Perm.JOURNEY_RUNS}),
+    Role.OPERATOR: frozenset({Perm.READ, Perm.SEND, Perm.COMMUNICATIONS, Perm.SEGMENTS, Perm.JOURNEYS,
+                              Perm.JOURNEY_RUNS}),
     Role.ADMIN: frozenset(
         {Perm.READ, Perm.SOURCES, Perm.API_KEYS, Perm.SETTINGS, Perm.CHANNELS, Perm.COMMUNICATIONS, Perm.SEND,
-         Perm.SEGMENTS}
+         Perm.SEGMENTS, Perm.JOURNEYS, Perm.JOURNEY_RUNS}
     ),
     Role.OWNER: frozenset(Perm),
 }

@@ -144,6 +144,8 @@ def delivery_render(delivery: Delivery) -> dict[str, Any]:
         "customer": customer,
         "event": send.event or {},
         "data": send.data or {},
+        # A journey's send carries the run's context (docs/journeys.md): ``{{ journey.steps.x.outcome }}``.
+        "journey": (send.data or {}).get("journey") or {},
         **links,
     }
     rendered = render_variant(variant, context)

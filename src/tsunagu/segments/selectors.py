@@ -95,6 +95,15 @@ def rule_match(*, workspace: Workspace, rule: Any, customer_id: int, ctx: Contex
     return evaluate(parsed.node, CustomerFacts(customer, catalog(workspace)), ctx or context(workspace))
 
 
+def rule_holds(*, parsed: Parsed, customer: Customer, cat: Catalog, ctx: Context,
+               wrap: Any = None) -> bool:
+    """Whether a loaded (live) customer matches a parsed rule, in Python. ``wrap(facts)`` may add facts of the
+    caller's own around the customer's (a journey's branch reads the run's context); ``cat`` is read once by
+    the caller for many customers (``catalog``)."""
+    facts = CustomerFacts(customer, cat)
+    return evaluate(parsed.node, wrap(facts) if wrap is not None else facts, ctx)
+
+
 # -- names a rule may use ------------------------------------------------------------------------------------
 
 def event_names(*, workspace: Workspace, limit: int = 500) -> list[str]:

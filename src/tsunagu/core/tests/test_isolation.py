@@ -58,7 +58,19 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("put", "/api/v1/segments/{key}"): {"name": "Renamed"},
     ("post", "/api/v1/rules/evaluate"): {"rule": {"trait": "name", "op": "exists"}},
     ("post", "/api/v1/computed-traits"): {"key": "created", "aggregate": "count", "event": "Order Completed"},
+    ("post", "/api/v1/journeys"): {"key": "created", "name": "Created", "definition": {
+        "entry": {"api": True}, "steps": [{"id": "bye", "type": "exit"}]}},
+    ("put", "/api/v1/journeys/{key}"): {"definition": {
+        "entry": {"api": True}, "reentry": {"policy": "per_entry_key", "entry_key": "data.n"},
+        "steps": [{"id": "wait", "type": "wait", "seconds": 60}]}},
+    ("post", "/api/v1/journeys/{key}/dry-run"): {"days": 7},
+    ("post", "/api/v1/journeys/{key}/runs"): {"user_id": "user-AAA", "data": {"n": "walk"}},
+    ("post", "/api/v1/journey-runs/{run_id}/evaluations"): {"name": "csat", "value": 5},
+    ("post", "/api/v1/journeys/{key}/migrate"): {"from_version": 1, "to_version": 2},
 }
+# A journey (under the communication's key, like the segment) whose run waits an hour.
+JOURNEY = {"entry": {"api": True}, "reentry": {"policy": "per_entry_key", "entry_key": "data.n"},
+           "steps": [{"id": "wait", "type": "wait", "seconds": 3600}, {"id": "bye", "type": "exit"}]}
 
 
 @dataclass
@@ -78,6 +90,7 @@ class Tenant:
     message_id: int = 0
     email_id: int = 0
     broadcast_id: int = 0
+    run_id: int = 0
 
     def path_value(self, name: str) -> Any:
         """The id of this tenant's object that fills a path parameter. A new parameter name must be taught
@@ -93,6 +106,7 @@ class Tenant:
             "message_id": self.message_id,
             "email_id": self.email_id,
             "broadcast_id": self.broadcast_id,
+            "run_id": self.run_id,
         }
         assert name in values, f"path parameter {name!r} has no object to fill it with: add it to Tenant.path_value"
         return values[name]
@@ -220,6 +234,8 @@ def populate(workspace: Any, tag: str) -> Tenant:
             f"Segment-{tag}",
             f"Hook-{tag}",
             f"Computed-{tag}",
+            f"Journey-{tag}",
+            f"Data-{tag}",
         ],
     )
     tenant.channel_id, tenant.communication_key = channel.pk, comm.key
@@ -228,7 +244,22 @@ def populate(workspace: Any, tag: str) -> Tenant:
     tenant.broadcast_id = broadcast_create(
         workspace=workspace, communication=comm.key, audience={"user_ids": [f"user-{tag}"]}, actor=SYSTEM
     ).pk
+    tenant.run_id = _journey(workspace, comm.key, tag, customer.pk)
     return tenant
+
+
+def _journey(workspace: Any, key: str, tag: str, customer_id: int) -> int:
+    """A journey published twice (so runs can be migrated) with one run waiting at its first step."""
+    from tsunagu.journeys.engine import runs_run_due
+    from tsunagu.journeys.services import journey_create, journey_publish, journey_update, run_start
+
+    journey = journey_create(workspace=workspace, key=key, name=f"Journey-{tag}", definition=JOURNEY, actor=SYSTEM)
+    journey_publish(journey=journey, actor=SYSTEM)
+    run = run_start(journey=journey, customer_id=customer_id, data={"n": f"Data-{tag}"}, actor=SYSTEM)
+    journey_update(journey=journey, definition=JOURNEY, actor=SYSTEM)
+    journey_publish(journey=journey, actor=SYSTEM)
+    runs_run_due(worker_id=f"populate-{tag}")
+    return run.pk
 
 
 @pytest.fixture
@@ -344,16 +375,17 @@ def leaks(body: Any, tenant: Tenant, path: str = "") -> list[str]:
     return found
 
 
-def query_values(names: list[str], tenant: Tenant) -> list[dict[str, Any]]:
+def query_values(names: list[str], tenant: Tenant, path: str = "") -> list[dict[str, Any]]:
     """Query strings that would select the tenant's data if scoping were missing: one per filter."""
     by_name = {
+        "segment": tenant.communication_key,
         "email": f"mail-{tenant.tag}@example.com",
         "phone": "+81312345678",
         "user_id": f"user-{tenant.tag}",
         "anonymous_id": f"anon-{tenant.tag}-2",
         "q": f"Name-{tenant.tag}",
         "channel": "in_app",
-        "status": "delivered",
+        "status": "waiting" if path.endswith("/runs") else "delivered",
         "communication": tenant.communication_key,
         "since": "2000-01-01T00:00:00Z",
         "until": "2100-01-01T00:00:00Z",
@@ -379,7 +411,7 @@ def test_every_get_endpoint_hides_the_other_workspace(tenants):
             continue
         for ids_of in (b,) if path_params else (None,):
             path = fill(template, path_params, ids_of) if ids_of else template
-            for query in query_values(query_params, b):
+            for query in query_values(query_params, b, template):
                 # Control: B itself reads its data through the same request, so the ids and filters are real.
                 status, body, _ = call("get", path, b.token, query=query)
                 assert status == 200, (path, query, body)

@@ -13,6 +13,7 @@ from tsunagu.core.permissions import ROLE_RANK, SYSTEM
 from tsunagu.core.services import apikey_create, user_create
 from tsunagu.core.tests.test_isolation import call, operations, populate
 from tsunagu.events.models import Source
+from tsunagu.journeys.models import Evaluation, Journey, Run, RunHistory
 from tsunagu.messaging.models import Consent, Delivery, Send
 
 pytestmark = pytest.mark.django_db
@@ -48,9 +49,22 @@ WRITES: dict[tuple[str, str], tuple[str, int]] = {
     ("put", f"{API}/segments/{{key}}"): ("operator", 200),
     ("delete", f"{API}/segments/{{key}}"): ("operator", 204),
     ("post", f"{API}/segments/{{key}}/webhook/rotate"): ("operator", 200),
+    ("post", f"{API}/journeys"): ("operator", 201),
+    ("put", f"{API}/journeys/{{key}}"): ("operator", 200),
+    ("post", f"{API}/journeys/{{key}}/publish"): ("operator", 200),
+    ("post", f"{API}/journeys/{{key}}/pause"): ("operator", 200),
+    ("post", f"{API}/journeys/{{key}}/resume"): ("operator", 200),
+    ("post", f"{API}/journeys/{{key}}/migrate"): ("operator", 200),
+    ("post", f"{API}/journeys/{{key}}/webhook/rotate"): ("operator", 200),
+    # One customer's run: agents too (a contact-centre agent pauses a customer's reminders).
+    ("post", f"{API}/journeys/{{key}}/runs"): ("agent", 201),
+    ("post", f"{API}/journey-runs/{{run_id}}/pause"): ("agent", 200),
+    ("post", f"{API}/journey-runs/{{run_id}}/resume"): ("agent", 200),
+    ("post", f"{API}/journey-runs/{{run_id}}/cancel"): ("agent", 200),
+    ("post", f"{API}/journey-runs/{{run_id}}/evaluations"): ("agent", 201),
 }
 # Reads sent as POST (a rule in the body): any role, nothing changes.
-READS_BY_POST = {("post", f"{API}/rules/evaluate")}
+READS_BY_POST = {("post", f"{API}/rules/evaluate"), ("post", f"{API}/journeys/{{key}}/dry-run")}
 ROLES = ["viewer", "agent", "operator", "admin", "owner"]
 
 
@@ -75,6 +89,10 @@ def state() -> Any:
         Send.objects.count(),
         sorted(Delivery.objects.values_list("pk", "read_at")),
         Consent.objects.count(),
+        sorted(Run.objects.values_list("pk", "status", "version_id")),
+        RunHistory.objects.count(),
+        Evaluation.objects.count(),
+        sorted(Journey.objects.values_list("pk", "status", "current_version")),
     )
 
 

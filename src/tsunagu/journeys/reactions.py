@@ -1,0 +1,221 @@
+"""Journeys' reaction to applied events, in the applier's transaction (after segments, whose entries it
+reads as ``Segment Entered`` events in a later chunk):
+
+1. awaited events: the chunk's (customer, event) pairs looked up in ``Await`` — an index probe, however many
+   runs wait — and each matching run gets the event in its context and is made due, paused or not (a paused
+   run keeps it and takes it on resume);
+2. goals: a run of the customer whose version's goal the event meets converts (and exits, unless the goal
+   says ``"exit": false``);
+3. entries: the current versions of active and paused journeys whose entry the event meets;
+4. delivery outcomes of the sends journeys made: the run's ``journey.steps.<id>.outcome`` and the channel
+   that worked last.
+
+Then the engine is woken after commit, so an awaited event resumes its run at once rather than at the
+worker's next poll.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import F, Q
+
+from tsunagu.core import clock
+from tsunagu.events.apply import AppliedEvent
+from tsunagu.events.reactions import Applied, reaction
+from tsunagu.journeys import engine
+from tsunagu.journeys.entries import Candidate, runs_enter
+from tsunagu.journeys.models import Await, Journey, JourneyVersion, Run, RunHistory, RunSend
+from tsunagu.journeys.plans import event_context, iso, plan_of
+from tsunagu.segments.rule.parse import where_parse
+from tsunagu.segments.rule.values import Context, context
+
+IN_CHUNK = 5000
+OUTCOME_EVENTS = {"Message Sent": "sent", "Message Delivered": "delivered", "Message Failed": "failed",
+                  "Message Bounced": "bounced", "Message Undeliverable": "undeliverable",
+                  "Message Opened": "opened", "Message Clicked": "clicked", "Message Skipped": "skipped"}
+WORKED = frozenset({"delivered", "opened", "clicked"})
+_WHERE: dict[str, Any] = {}
+
+
+def _where(raw: Any) -> Any:
+    """A stored ``where`` list parsed once per process (it was validated when the version was published)."""
+    key = repr(raw)
+    parsed = _WHERE.get(key)
+    if parsed is None:
+        if len(_WHERE) > 5000:
+            _WHERE.clear()
+        parsed = _WHERE[key] = where_parse(raw or [])
+    return parsed
+
+
+def _chunks(items: list[Any]) -> list[list[Any]]:
+    return [items[i:i + IN_CHUNK] for i in range(0, len(items), IN_CHUNK)]
+
+
+def _locked(ids: list[int]) -> list[Run]:
+    """Runs by id, locked on PostgreSQL in id order (the engine locks in the same order: no deadlock)."""
+    runs = Run.objects.filter(pk__in=ids).select_related("version").order_by("pk")
+    if connection.vendor == "postgresql":
+        runs = runs.select_for_update(of=("self",))
+    return list(runs)
+
+
+@reaction("journeys", stage=20)
+def journeys_react(applied: Applied) -> None:
+    events = [e for e in applied.events if e.customer_id is not None and e.type == "track"]
+    if not events:
+        return
+    now = clock.now()
+    ctx = context(applied.workspace, now=now)
+    woke = _awaited(events, ctx, now)
+    _goals(applied.workspace.pk, events, ctx, now)
+    woke += _entries(applied.workspace.pk, events, ctx, now)
+    _outcomes(events)
+    if woke:
+        transaction.on_commit(engine.WAKE.set)
+
+
+def _awaited(events: list[AppliedEvent], ctx: Context, now: Any) -> int:
+    customers = sorted({e.customer_id for e in events if e.customer_id is not None})
+    names = sorted({e.event for e in events})
+    waiting: dict[tuple[int, str], list[tuple[int, str, Any]]] = {}
+    for part in _chunks(customers):
+        for run_id, customer_id, name, step, where in (Await.objects.filter(customer_id__in=part, event__in=names)
+                                                       .values_list("run_id", "customer_id", "event", "step",
+                                                                    "where")):
+            waiting.setdefault((customer_id, name), []).append((run_id, step, where))
+    if not waiting:
+        return 0
+    matched: dict[int, tuple[str, AppliedEvent]] = {}
+    for event in events:
+        for run_id, step, where in waiting.get((event.customer_id, event.event), ()):  # type: ignore[arg-type]
+            if run_id not in matched and _where_ok(_where(where), event, ctx):
+                matched[run_id] = (step, event)
+    if not matched:
+        return 0
+    history, woken = [], []
+    for run in _locked(list(matched)):
+        step, event = matched[run.pk]
+        if run.step != step or run.step_state != engine.WAITING:
+            continue  # moved on meanwhile (its timeout fired in a turn that committed first)
+        run.context.setdefault("steps", {}).setdefault(step, {})["event"] = event_context(event)
+        run.due_at, run.updated_at = now, now
+        outcome: dict[str, Any] = {"event": event.event, "message_id": event.message_id}
+        if run.status == Run.Status.PAUSED:
+            outcome["while_paused"] = True
+        history.append(RunHistory(run=run, journey_id=run.journey_id, step=step, action="event", at=now,
+                                  outcome=outcome))
+        woken.append(run)
+    Run.objects.bulk_update(woken, ["context", "due_at", "updated_at"], batch_size=500)
+    Await.objects.filter(run_id__in=[r.pk for r in woken]).delete()
+    RunHistory.objects.bulk_create(history, batch_size=500)
+    return len(history)
+
+
+def _goals(workspace_id: int, events: list[AppliedEvent], ctx: Context, now: Any) -> None:
+    versions = list(JourneyVersion.objects.filter(journey__workspace_id=workspace_id)
+                    .exclude(journey__status=Journey.Status.DRAFT))
+    goal_names: dict[str, set[int]] = {}
+    for version in versions:
+        plan = plan_of(version)
+        if plan.goal is not None:
+            goal_names.setdefault(plan.goal["event"], set()).add(version.pk)
+    relevant = [e for e in events if e.event in goal_names]
+    if not relevant:
+        return
+    version_ids = set().union(*(goal_names[e.event] for e in relevant))
+    customers = sorted({e.customer_id for e in relevant if e.customer_id is not None})
+    candidates: list[int] = []
+    for part in _chunks(customers):
+        candidates += (Run.objects.filter(customer_id__in=part, version_id__in=version_ids, goal_at__isnull=True)
+                       .exclude(status=Run.Status.CANCELLED)
+                       .filter(Q(goal_until__isnull=True) | Q(goal_until__gte=now))
+                       .values_list("pk", flat=True))
+    if not candidates:
+        return
+    runs = _locked(candidates)
+    by_customer: dict[int, list[Run]] = {}
+    for run in runs:
+        by_customer.setdefault(run.customer_id, []).append(run)
+    history, changed, ended_waiting = [], [], []
+    for event in relevant:
+        for run in by_customer.get(event.customer_id, []):  # type: ignore[arg-type]
+            plan = plan_of(run.version)
+            if run.goal_at is not None or plan.goal is None or plan.goal["event"] != event.event:
+                continue
+            if not _where_ok(plan.goal_where, event, ctx):
+                continue
+            run.goal_at = now
+            history.append(RunHistory(run=run, journey_id=run.journey_id, step=run.step, action="goal", at=now,
+                                      outcome={"event": event.event, "message_id": event.message_id}))
+            if plan.goal.get("exit", True) and run.status not in Run.ENDED:
+                if run.step_state == engine.WAITING:
+                    ended_waiting.append(run.pk)
+                run.status, run.step_state, run.due_at, run.ended_at = Run.Status.EXITED, "", None, now
+                history.append(RunHistory(run=run, journey_id=run.journey_id, step=run.step, action="exited",
+                                          at=now, outcome={"reason": "goal"}))
+            changed.append(run)
+    Run.objects.bulk_update(changed, ["goal_at", "status", "step_state", "due_at", "ended_at"], batch_size=500)
+    Await.objects.filter(run_id__in=ended_waiting).delete()
+    RunHistory.objects.bulk_create(history, batch_size=500)
+
+
+def _where_ok(where: Any, event: AppliedEvent, ctx: Context) -> bool:
+    from tsunagu.segments.rule.pyeval import where_holds
+
+    return where_holds(where, event.properties, ctx)
+
+
+def _entries(workspace_id: int, events: list[AppliedEvent], ctx: Context, now: Any) -> int:
+    live = (JourneyVersion.objects.filter(journey__workspace_id=workspace_id,
+                                          journey__status__in=[Journey.Status.ACTIVE, Journey.Status.PAUSED],
+                                          number=F("journey__current_version"))
+            .select_related("journey"))
+    created = 0
+    for version in live:
+        plan = plan_of(version)
+        name = plan.entry_event
+        if name is None:
+            continue
+        segment = plan.entry.get("segment_entered")
+        candidates = [
+            Candidate(customer_id=e.customer_id, entry={"event": event_context(e)}, at=now)  # type: ignore[arg-type]
+            for e in events
+            if e.event == name and (e.properties.get("segment") == segment if segment is not None
+                                    else _where_ok(plan.entry_where, e, ctx))
+        ]
+        if candidates:
+            created += len(runs_enter(journey=version.journey, version=version, plan=plan, candidates=candidates,
+                                      now=now))
+    return created
+
+
+def _outcomes(events: list[AppliedEvent]) -> None:
+    outcomes = [(e, OUTCOME_EVENTS[e.event]) for e in events if e.event in OUTCOME_EVENTS
+                and isinstance(e.properties.get("send_id"), int)]
+    if not outcomes:
+        return
+    sends = dict(RunSend.objects.filter(send_id__in={e.properties["send_id"] for e, _ in outcomes})
+                 .values_list("send_id", "run_id"))
+    if not sends:
+        return
+    steps = dict(RunSend.objects.filter(send_id__in=sends).values_list("send_id", "step"))
+    runs = {r.pk: r for r in _locked(sorted(set(sends.values())))}
+    for event, outcome in outcomes:
+        send_id = event.properties["send_id"]
+        run = runs.get(sends.get(send_id, -1))
+        if run is None:
+            continue
+        state = run.context.setdefault("steps", {}).setdefault(steps[send_id], {})
+        if state.get("outcome") in WORKED and outcome not in WORKED:
+            continue  # an open after a delivery stays the better news; a late "sent" does not undo it
+        state["outcome"] = outcome
+        channel = event.properties.get("channel")
+        if channel:
+            state["channel"] = channel
+            if outcome in WORKED:
+                run.context["last_channel"] = channel
+        state["outcome_at"] = iso(event.timestamp)
+    Run.objects.bulk_update(list(runs.values()), ["context"], batch_size=500)
