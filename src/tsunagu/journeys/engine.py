@@ -89,6 +89,8 @@ class Turn:
     steps: int = 0
     # A dry run (``journeys.dryrun``): steps that would leave the process record what they would do instead.
     dry: bool = False
+    # Replaying the past (the demo's weeks of history): sends are recorded at ``now``, outside quiet hours.
+    past: bool = False
 
     _LISTS = ("history", "awaits", "awaits_done", "run_sends", "traits", "tasks")
 
@@ -111,12 +113,12 @@ class Wait:
 WAIT = Wait()
 
 
-def runs_execute(*, ids: list[int], worker_id: str, now: dt.datetime | None = None) -> int:
+def runs_execute(*, ids: list[int], worker_id: str, now: dt.datetime | None = None, past: bool = False) -> int:
     """Execute the claimed runs ``ids`` that are still this worker's; return how many steps ran. One
     transaction for all of them; a run whose step raises unexpectedly is marked failed (with the error in
     its history) rather than failing the others."""
     now = now or clock.now()
-    turn = Turn(now=now)
+    turn = Turn(now=now, past=past)
     with transaction.atomic():
         runs_q = (Run.objects.filter(pk__in=ids, locked_by=worker_id)
                   .select_related("version", "journey", "customer", "workspace").order_by("pk"))
@@ -156,11 +158,12 @@ def _flush(runs: list[Run], turn: Turn) -> None:
         transaction.on_commit(lambda: trait_updates_publish(limit=10_000), robust=True)
 
 
-def runs_run_due(*, worker_id: str, limit: int = 200, now: dt.datetime | None = None) -> int:
-    """Claim and execute due runs once; return how many runs were claimed."""
+def runs_run_due(*, worker_id: str, limit: int = 200, now: dt.datetime | None = None, past: bool = False) -> int:
+    """Claim and execute due runs once; return how many runs were claimed. ``now`` and ``past`` replay
+    history (the demo): the turn runs at ``now`` and its sends are recorded then."""
     ids = runs_claim(worker_id=worker_id, limit=limit, now=now)
     if ids:
-        runs_execute(ids=ids, worker_id=worker_id, now=now)
+        runs_execute(ids=ids, worker_id=worker_id, now=now, past=past)
     return len(ids)
 
 
@@ -323,7 +326,7 @@ def _send(run: Run, step: Step, turn: Turn) -> Any:
                 workspace=run.workspace, communication=raw["communication"], customer=run.customer,
                 actor=actor_of(run.journey), policy=raw.get("policy"),
                 data={**raw.get("data", {}), "journey": journey_view(run)},
-                event=entry_event, idempotency_key=side_effect_key(run, step), at=None,
+                event=entry_event, idempotency_key=side_effect_key(run, step), at=turn.now if turn.past else None,
             )
     except TsunaguError as exc:
         _record(run, step, turn, "failed", error=exc.message)
