@@ -17,7 +17,9 @@ _MAX_PLANS = 2000
 def plan_of(version: Any) -> Plan:
     """The plan of a published version (``JourneyVersion``), from the cache when it was read before."""
     plan = _PLANS.get(version.pk)
-    if plan is None:
+    # A published version never changes, but a row id can name another version after a rollback (tests,
+    # a restored backup): the definition is compared, which costs far less than parsing it again.
+    if plan is None or plan.definition != version.definition:
         if len(_PLANS) >= _MAX_PLANS:
             _PLANS.clear()
         plan = _PLANS[version.pk] = definition_parse(version.definition, TRUSTED)

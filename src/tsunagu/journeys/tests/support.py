@@ -7,6 +7,7 @@ from typing import Any
 from tsunagu.journeys.engine import runs_run_due
 from tsunagu.journeys.models import Run
 from tsunagu.journeys.outbox import trait_updates_publish
+from tsunagu.segments.services import segment_changes_publish
 from tsunagu.testing.pipeline import apply_all
 
 
@@ -30,6 +31,7 @@ def settle(workspace: Any, *, messaging: bool = True) -> None:
         if messaging:
             work()
         trait_updates_publish()
+        segment_changes_publish()  # on_commit callbacks do not run in a test's transaction
         apply_all(workspace)
     engine_pass()
 
