@@ -49,7 +49,9 @@ def _notify_email(job: Job) -> None:
     content = cls.finish({"subject": subject, "text": text, "html": f"<pre>{html.escape(text)}</pre>"})
     impl = cls(channel_config(row), allow_private=run.workspace.allow_private_webhooks)
     try:
-        impl.send(Message(key=job.idempotency_key or f"journey-notify:{job.pk}", channel_type="email",
+        # The step's idempotency key, in the dot-atom a Message-ID's left part allows: a retry is the same mail.
+        key = (job.idempotency_key or f"journey-notify-{job.pk}").replace(":", ".")
+        impl.send(Message(key=key, channel_type="email",
                           topic="transactional", address=raw["email"], content=content))
     finally:
         impl.close()

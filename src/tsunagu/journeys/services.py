@@ -319,6 +319,10 @@ def runs_migrate(*, journey: Journey, from_version: Any, to_version: Any, actor:
         Run.objects.filter(pk__in=[r.pk for r in moved]).update(version=target)
         for run in moved:
             run.version = target
+            new = plan.steps[run.step]
+            if run.step_state == engine.WAITING and new.type == "wait_for_event":
+                # What the run awaits is the new version's: its event and filter may have changed.
+                Await.objects.filter(run=run).update(event=new.raw["event"], where=new.raw.get("where", []))
         _history(moved, "migrated", actor, {"from_version": source.number, "to_version": target.number})
         audit_record(workspace=journey.workspace, actor=actor, action="journey.migrate", target=journey.key,
                      data={"from_version": source.number, "to_version": target.number, "moved": len(moved),

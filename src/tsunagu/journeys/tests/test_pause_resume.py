@@ -155,3 +155,31 @@ def test_pausing_twice_or_resuming_what_is_not_paused_is_refused(drip: Any, send
     journey_pause(journey=drip, actor=SYSTEM)
     with pytest.raises(Conflict):
         journey_pause(journey=drip, actor=SYSTEM)
+
+
+def test_runs_waiting_for_an_event_migrated_to_a_new_version_await_its_event(drip: Any, send: Any,
+                                                                              workspace: Any) -> None:
+    from tsunagu.journeys.models import Await
+    from tsunagu.journeys.services import journey_update, runs_migrate
+
+    known_events(send, "Order Shipped")
+    identified(send, workspace, user_id="u-7")
+    with time_machine.travel(clock.now(), tick=False) as traveller:
+        send("/v1/track", {"userId": "u-7", "event": "Signed Up"})
+        engine_pass()
+        traveller.shift(dt.timedelta(days=1, seconds=1))
+        engine_pass()
+        v2 = {**DRIP, "steps": [*DRIP["steps"][:3], {**DRIP["steps"][3], "event": "Order Shipped"},
+                                DRIP["steps"][4]]}
+        journey_update(journey=drip, definition=v2, actor=SYSTEM)
+        journey_publish(journey=drip, actor=SYSTEM)
+        assert runs_migrate(journey=drip, from_version=1, to_version=2, actor=SYSTEM) == {"moved": 1, "refused": []}
+        assert Await.objects.get().event == "Order Shipped"
+        send("/v1/track", {"userId": "u-7", "event": "Order Completed"})  # version 1's event: no longer awaited
+        engine_pass()
+        assert run_of("drip", "u-7").status == Run.Status.WAITING
+        send("/v1/track", {"userId": "u-7", "event": "Order Shipped"})
+        engine_pass()
+    run = run_of("drip", "u-7")
+    assert (run.status, run.version.number) == (Run.Status.COMPLETED, 2)
+    assert run.history.get(action="migrated").outcome == {"from_version": 1, "to_version": 2}

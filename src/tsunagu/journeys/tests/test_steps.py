@@ -215,3 +215,24 @@ def test_known_events_are_required_by_wait_for_event(workspace: Any, send: Any) 
         journey_create(workspace=workspace, key="x", name="x", actor=SYSTEM, definition={
             "entry": {"api": True}, "steps": [{"id": "w", "type": "wait_for_event", "event": "Ordr Completed"}]})
     assert raised.value.field == "definition.steps[w].event"
+
+
+def test_notify_by_email_reaches_the_team_through_the_workspaces_email_channel(workspace: Any, send: Any) -> None:
+    from tsunagu.messaging.services import channel_create
+    from tsunagu.testing.standins.smtp import SMTPStandin
+
+    customer = identified(send, workspace, user_id="u-1")
+    journey = _journey(workspace, {"entry": {"api": True}, "steps": [
+        {"id": "tell", "type": "notify", "email": "cx-team@shop.example", "subject": "VIP cart left",
+         "message": "A VIP left a cart"}]})
+    with SMTPStandin() as smtp:
+        channel_create(workspace=workspace, type="email", name="SMTP", actor=SYSTEM,
+                       config={"host": smtp.host, "port": smtp.port, "security": "none",
+                               "from_email": "shop@example.jp"})
+        run = _start(journey, customer)
+        engine_pass()
+        jobs_run_due(worker_id="w")
+        (mail,) = smtp.wait_for(1)
+    assert mail.message["To"] == "cx-team@shop.example" and mail.message["Subject"] == "VIP cart left"
+    body = mail.message.get_body(("plain",)).get_content()
+    assert "A VIP left a cart" in body and f"run {run.pk}" in body
