@@ -24,6 +24,7 @@ from tsunagu.cli_admin import (
     cmd_apikey_revoke,
     cmd_createuser,
     cmd_import,
+    cmd_journey_apply,
     cmd_member_add,
     cmd_member_list,
     cmd_member_remove,
@@ -391,6 +392,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace", required=True)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_segment_refresh)
+
+    jrn = sub.add_parser("journey", help="journeys").add_subparsers(dest="action", required=True, parser_class=_Parser)
+    p = jrn.add_parser("apply", help="create a journey from a JSON or YAML file, or replace its draft")
+    p.add_argument("file", help='a file holding {"key", "name", "definition"} (docs/journeys.md), or -')
+    p.add_argument("--workspace", required=True)
+    p.add_argument("--publish", action="store_true", help="publish the draft as the next version")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_journey_apply)
     return parser
 
 

@@ -310,3 +310,90 @@ def cmd_segment_refresh(args: argparse.Namespace) -> int:
     lines = [f"{key}: +{d['entered']} -{d['exited']}" for key, d in data.items()]
     _emit(args, {"segments": data}, "\n".join(lines) or "no segments")
     return 0
+
+
+def _journey_file(path: str) -> dict[str, Any]:
+    """The journey in ``path`` (``-``: standard input) as JSON or YAML: by its suffix (``.yaml``/``.yml``
+    are YAML, ``.json`` JSON), else by its first character (``{`` is JSON, anything else YAML)."""
+    import yaml
+
+    from tsunagu.core.errors import ValidationError
+
+    try:
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+    except OSError as exc:
+        raise ValidationError(f"cannot read {path}: {exc.strerror or exc}", field="file") from None
+    except UnicodeDecodeError:
+        raise ValidationError(f"{path} is not UTF-8 text", field="file") from None
+    lower = path.lower()
+    as_yaml = lower.endswith((".yaml", ".yml")) or (not lower.endswith(".json") and not text.lstrip().startswith("{"))
+    if as_yaml:
+        try:
+            # safe_load: a journey file builds plain data, never Python objects.
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or "not valid YAML"
+            raise ValidationError(f"{path} is not YAML: {problem}{where}", field="file") from None
+    else:
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValidationError(f"{path} is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                                  field="file") from None
+    if not isinstance(raw, dict):
+        raise ValidationError("must be an object with key, name and definition", field="file")
+    extra = sorted(set(raw) - {"key", "name", "definition"})
+    if extra:
+        raise ValidationError("not a field of a journey file (fields: definition, key, name)", field=str(extra[0]))
+    for name in ("key", "name", "definition"):
+        if name not in raw:
+            raise ValidationError("is required", field=name)
+    return raw
+
+
+def cmd_journey_apply(args: argparse.Namespace) -> int:
+    """Create the journey of a file or replace its draft; ``--publish`` publishes the draft as the next
+    version. One line: the key, created or updated, and the version (``draft`` when not published)."""
+    from tsunagu.core.errors import NotFound, ValidationError
+    from tsunagu.journeys.selectors import journey_get
+    from tsunagu.journeys.services import journey_create, journey_publish, journey_update
+
+    workspace = _workspace(args.workspace)
+    actor = _cli_actor()
+    try:
+        raw = _journey_file(args.file)
+        try:
+            journey = journey_get(workspace=workspace, key=raw["key"]) if isinstance(raw["key"], str) else None
+        except NotFound:
+            journey = None
+        if journey is None:
+            journey = journey_create(workspace=workspace, key=raw["key"], name=raw["name"],
+                                     definition=raw["definition"], actor=actor)
+            done = "created"
+        else:
+            journey = journey_update(journey=journey, definition=raw["definition"], name=raw["name"], actor=actor)
+            done = "updated"
+    except ValidationError as exc:
+        # The field first, as the API's ``field`` names it: ``definition.steps[reminder].communication: …``.
+        message = exc.message
+        inner = exc.field.removeprefix("definition.") if exc.field else ""
+        if inner and message.startswith(inner + ": "):
+            message = message[len(inner) + 2:]
+        where = f"{exc.field}: " if exc.field else ""
+        print(f"tsunagu journey apply: error: {where}{message}", file=sys.stderr)
+        return 2
+    if args.publish:
+        number = journey_publish(journey=journey, actor=actor).number
+        text = f"{journey.key}: {done}, published as version {number}"
+    else:
+        number = journey.current_version
+        text = f"{journey.key}: {done}, draft saved (published version: {number or 'none'})"
+    _emit(args, {"key": journey.key, "result": done, "published": bool(args.publish), "version": number or None,
+                 "status": journey.status}, text)
+    return 0
