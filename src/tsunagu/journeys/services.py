@@ -212,7 +212,8 @@ def run_start(*, journey: Journey, actor: Any, customer_id: int | None = None, u
 
 
 def _locked_run(run: Run) -> Run:
-    return Run.objects.select_for_update().select_related("journey", "workspace").get(pk=run.pk)
+    # The run's row only: its journey and workspace rows stay free for the engine and the other runs.
+    return Run.objects.select_for_update(of=("self",)).select_related("journey", "workspace").get(pk=run.pk)
 
 
 def run_pause(*, run: Run, actor: Any) -> Run:
@@ -299,8 +300,8 @@ def runs_migrate(*, journey: Journey, from_version: Any, to_version: Any, actor:
     moved: list[Run] = []
     refused: list[dict[str, Any]] = []
     with transaction.atomic():
-        runs = list(Run.objects.select_for_update().filter(version=source).exclude(status__in=Run.ENDED)
-                    .select_related("version"))
+        runs = list(Run.objects.select_for_update(of=("self",)).filter(version=source)
+                    .exclude(status__in=Run.ENDED).select_related("version").order_by("pk"))
         for run in runs:
             new = plan.steps.get(run.step)
             old = plan_of(source).steps.get(run.step)
