@@ -13,7 +13,9 @@
     });
   });
   document.addEventListener("submit", function (event) {
-    var message = event.target.getAttribute("data-confirm");
+    // A button may ask on its own (publish, beside a plain save in the same form).
+    var message = (event.submitter && event.submitter.getAttribute("data-confirm")) ||
+      event.target.getAttribute("data-confirm");
     if (message && !window.confirm(message)) event.preventDefault();
   });
 })();
