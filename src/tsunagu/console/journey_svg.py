@@ -26,9 +26,10 @@ BOX_W, BOX_H = 210, 66
 TERM_W, TERM_H = 96, 28
 GAP_X, GAP_Y = 40, 54
 MARGIN = 20
+# Glyphs the common fonts have (DejaVu, Noto): a missing one would draw as a box.
 ICONS = {
-    "wait": "⏱", "wait_for_event": "⚑", "send": "✉", "branch": "◇", "split": "⑂",
-    "update_traits": "✎", "notify": "☏", "webhook": "⇄", "exit": "⏹",
+    "wait": "◷", "wait_for_event": "⚑", "send": "✉", "branch": "◇", "split": "⋔",
+    "update_traits": "✎", "notify": "☏", "webhook": "⇄", "exit": "■",
 }
 STEP_FIELD_RE = re.compile(r"^(?:definition\.)?steps\[([^\]]+)\]")
 
