@@ -49,6 +49,7 @@ bench: install-test
 	$(BIN)/python -m bench sends --write
 	$(BIN)/python -m bench broadcast --write
 	$(BIN)/python -m bench segments --write
+	$(BIN)/python -m bench journeys --write
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -274,6 +274,7 @@ SUITES = {
     "sends": "bench.sends_pipeline",
     "broadcast": "bench.broadcast",
     "segments": "bench.segments",
+    "journeys": "bench.journeys",
 }
 
 

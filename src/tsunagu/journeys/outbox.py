@@ -43,8 +43,9 @@ def trait_updates_publish(*, limit: int = 1000) -> int:
     """Append pending trait updates to the ingest log as ``identify`` events, then mark them. Not in a
     transaction (the log is its own store on SQLite); a crash between the two appends again and the applier
     drops the copy by its messageId. Returns how many were marked."""
+    # The customers' identities in one query (``customer_event_identity`` reads them), not one per row.
     rows = list(TraitUpdate.objects.filter(published_at__isnull=True).select_related("customer", "workspace")
-                .order_by("id")[:limit])
+                .prefetch_related("customer__identities").order_by("id")[:limit])
     by_workspace: dict[int, list[TraitUpdate]] = {}
     for row in rows:
         by_workspace.setdefault(row.workspace_id, []).append(row)

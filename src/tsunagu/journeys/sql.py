@@ -1,0 +1,77 @@
+"""Bulk writes of the engine's hot path as one ``executemany`` each, instead of the ORM's ``bulk_update``
+(which builds a ``CASE WHEN id = … THEN …`` expression per field and row: most of a turn's time at 200 runs,
+measured by ``python -m bench journeys --profile``) and ``bulk_create``.
+
+Values go through each field's own ``get_db_prep_save`` — what the ORM's update and insert call — so a row
+written here is the row the ORM would have written (``tests/test_sql.py`` compares them on both backends).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import DEFAULT_DB_ALIAS, connection, connections, models
+from django.db.models.fields import AutoFieldMixin
+
+
+def _table(model: type[models.Model]) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+class _Prep:
+    """A field's ``get_db_prep_save``, remembered per value (a pure function of it) for the fields whose
+    values hash: a turn writes the same few instants (its ``now``), ids and names on many rows, and converting
+    them was most of what preparing a row cost. JSON values (dicts, lists) are prepared each time."""
+
+    def __init__(self, field: Any, conn: Any) -> None:
+        self.field, self.conn = field, conn
+        self.memo: dict[Any, Any] | None = None if isinstance(field, models.JSONField) else {}
+
+    def __call__(self, value: Any) -> Any:
+        if self.memo is None:
+            return self.field.get_db_prep_save(value, self.conn)
+        key = (type(value), value)
+        prepared = self.memo.get(key, _MISSING)
+        if prepared is _MISSING:
+            prepared = self.memo[key] = self.field.get_db_prep_save(value, self.conn)
+        return prepared
+
+
+_MISSING = object()
+
+
+def rows_update(model: type[models.Model], objs: Sequence[models.Model], names: Sequence[str]) -> None:
+    """``UPDATE … SET <names> WHERE pk = …`` for each of ``objs``, from their attribute values: what
+    ``bulk_update(objs, names)`` writes."""
+    if not objs:
+        return
+    conn = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: the proxy's lookup per value added up
+    fields: list[Any] = [model._meta.get_field(name) for name in names]
+    qn = connection.ops.quote_name
+    pk = model._meta.pk
+    assert pk is not None
+    # Names from the model's own metadata, quoted; the values are parameters.
+    sql = (f"UPDATE {_table(model)} SET {', '.join(f'{qn(f.column)} = %s' for f in fields)} "  # noqa: S608
+           f"WHERE {qn(pk.column)} = %s")
+    preps = [(f.attname, _Prep(f, conn)) for f in fields]
+    params = [[prep(getattr(obj, attname)) for attname, prep in preps] + [pk.get_db_prep_save(obj.pk, conn)]
+              for obj in objs]
+    with conn.cursor() as cursor:
+        cursor.executemany(sql, params)
+
+
+def rows_insert(model: type[models.Model], objs: Sequence[models.Model]) -> None:
+    """``INSERT`` each of ``objs`` (every concrete field but an automatic primary key): what
+    ``bulk_create(objs)`` writes, without reading the new ids back (nothing on the hot path needs them)."""
+    if not objs:
+        return
+    conn = connections[DEFAULT_DB_ALIAS]
+    fields = [f for f in model._meta.concrete_fields if not (f.primary_key and isinstance(f, AutoFieldMixin))]
+    qn = connection.ops.quote_name
+    sql = (f"INSERT INTO {_table(model)} ({', '.join(qn(f.column) for f in fields)}) "  # noqa: S608
+           f"VALUES ({', '.join(['%s'] * len(fields))})")
+    preps = [(f, _Prep(f, conn)) for f in fields]
+    params: list[list[Any]] = [[prep(f.pre_save(obj, True)) for f, prep in preps] for obj in objs]
+    with conn.cursor() as cursor:
+        cursor.executemany(sql, params)

@@ -1,0 +1,112 @@
+"""``journeys.sql`` writes what the ORM writes: the engine's flush through ``rows_update``/``rows_insert``
+leaves the same rows as ``bulk_update``/``bulk_create`` of the same objects (dates, JSON with Japanese text,
+nulls, foreign keys), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from tsunagu.core import clock
+from tsunagu.core.permissions import SYSTEM
+from tsunagu.customers.models import Customer
+from tsunagu.journeys import sql
+from tsunagu.journeys.engine import FLUSHED
+from tsunagu.journeys.models import Await, Journey, JourneyVersion, Run, RunHistory, TraitUpdate
+from tsunagu.journeys.services import journey_create, journey_publish
+
+pytestmark = pytest.mark.django_db
+
+DEFINITION = {"entry": {"api": True}, "steps": [{"id": "mark", "type": "update_traits", "traits": {"a": 1}}]}
+
+
+def _runs(workspace: Any, journey: Journey, version: JourneyVersion, prefix: str) -> list[Run]:
+    now = clock.now().replace(second=0, microsecond=0)  # the two sets are made at the same instant
+    return [Run.objects.create(workspace=workspace, journey=journey, version=version,
+                               customer=Customer.objects.create(workspace=workspace, user_id=f"{prefix}{i}"),
+                               step="mark", due_at=now, locked_by="w", lease_until=now, context={"steps": {}},
+                               entered_at=now, updated_at=now)
+            for i in range(3)]
+
+
+def _change(runs: list[Run], now: dt.datetime) -> None:
+    for i, run in enumerate(runs):
+        run.status = [Run.Status.COMPLETED, Run.Status.WAITING, Run.Status.FAILED][i]
+        run.step, run.step_state, run.visits = f"s{i}", "waiting" if i == 1 else "", i + 1
+        run.due_at = None if i != 1 else now + dt.timedelta(hours=i)
+        run.context = {"steps": {"mark": {"outcome": "記録済み", "n": i, "nested": [1, None, {"x": "ｶﾅ"}]}}}
+        run.locked_by, run.lease_until, run.updated_at = "", None, now
+        run.ended_at = now if i != 1 else None
+
+
+def _row(obj: Any, *, skip: tuple[str, ...] = ("id",)) -> dict[str, Any]:
+    """The row as stored (read with SQL, not through the fields' converters): the same text for a date, the
+    same JSON, not merely values that read back equal."""
+    meta = obj._meta
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT * FROM {meta.db_table} WHERE {meta.pk.column} = %s", [obj.pk])  # noqa: S608
+        names = [c[0] for c in cursor.description]
+        values = dict(zip(names, cursor.fetchone(), strict=True))
+    return {k: v for k, v in values.items() if k not in skip}
+
+
+@pytest.fixture
+def journey(workspace: Any) -> tuple[Journey, JourneyVersion]:
+    journey = journey_create(workspace=workspace, key="sql", name="SQL", definition=DEFINITION, actor=SYSTEM)
+    version = journey_publish(journey=journey, actor=SYSTEM)
+    return journey, version
+
+
+def test_rows_update_writes_what_bulk_update_writes(workspace: Any, journey: Any) -> None:
+    now = clock.now().replace(microsecond=123456)
+    orm, raw = _runs(workspace, *journey, "orm-"), _runs(workspace, *journey, "raw-")
+    _change(orm, now)
+    _change(raw, now)
+    Run.objects.bulk_update(orm, list(FLUSHED))
+    sql.rows_update(Run, raw, FLUSHED)
+    for a, b in zip(orm, raw, strict=True):
+        assert _row(b, skip=("id", "customer_id")) == _row(a, skip=("id", "customer_id"))
+        assert Run.objects.get(pk=b.pk).context["steps"]["mark"]["outcome"] == "記録済み"
+        assert _row(b)["status"] != Run.Status.ACTIVE  # the update happened
+
+
+def test_rows_insert_writes_what_bulk_create_writes(workspace: Any, journey: Any) -> None:
+    now = clock.now().replace(microsecond=654321)
+    journey_row, _ = journey
+    orm_runs, raw_runs = _runs(workspace, *journey, "orm-"), _runs(workspace, *journey, "raw-")
+
+    def history(runs: list[Run]) -> list[RunHistory]:
+        return [RunHistory(run_id=r.pk, journey_id=journey_row.pk, step="mark", action="step", at=now,
+                           outcome={"outcome": "recorded", "traits": ["名前"]} if i else None, actor="")
+                for i, r in enumerate(runs)]
+
+    def awaits(runs: list[Run]) -> list[Await]:
+        return [Await(run_id=r.pk, workspace_id=workspace.pk, customer_id=r.customer_id, event="Order Completed",
+                      step="mark", where=[{"property": "total", "op": "gte", "value": 1000}]) for r in runs]
+
+    def traits(runs: list[Run]) -> list[TraitUpdate]:
+        return [TraitUpdate(workspace_id=workspace.pk, customer_id=r.customer_id, message_id=f"m-{i}",
+                            traits={"tier": "ゴールド"}, created_at=now) for i, r in enumerate(runs)]
+
+    RunHistory.objects.bulk_create(history(orm_runs))
+    sql.rows_insert(RunHistory, history(raw_runs))
+    Await.objects.bulk_create(awaits(orm_runs))
+    sql.rows_insert(Await, awaits(raw_runs))
+    TraitUpdate.objects.bulk_create(traits(orm_runs))
+    sql.rows_insert(TraitUpdate, traits(raw_runs))
+    for orm_run, raw_run in zip(orm_runs, raw_runs, strict=True):
+        a = _row(RunHistory.objects.get(run_id=orm_run.pk), skip=("id", "run_id"))
+        b = _row(RunHistory.objects.get(run_id=raw_run.pk), skip=("id", "run_id"))
+        assert b == a
+        a = _row(Await.objects.get(run_id=orm_run.pk), skip=("run_id", "customer_id"))
+        b = _row(Await.objects.get(run_id=raw_run.pk), skip=("run_id", "customer_id"))
+        assert b == a
+    orm_traits = list(TraitUpdate.objects.filter(customer_id__in=[r.customer_id for r in orm_runs])
+                      .order_by("id").values("message_id", "traits", "created_at", "published_at", "workspace_id"))
+    raw_traits = list(TraitUpdate.objects.filter(customer_id__in=[r.customer_id for r in raw_runs])
+                      .order_by("id").values("message_id", "traits", "created_at", "published_at", "workspace_id"))
+    assert raw_traits == orm_traits and len(raw_traits) == 3
+    assert raw_traits[0]["created_at"] == now
