@@ -18,6 +18,7 @@ from tsunagu.journeys.models import Journey, Run, RunHistory
 from tsunagu.journeys.services import journey_create, journey_publish, run_start
 from tsunagu.journeys.tests.support import engine_pass, known_events
 from tsunagu.messaging.tests.helpers import identified, inapp_communication
+from tsunagu.segments.services import segment_create
 
 pytestmark = pytest.mark.django_db
 
@@ -143,6 +144,28 @@ def test_monitoring_filters_and_bad_filters_answer_400(flow: Journey, operator: 
         r = operator.get(url, params)
         assert r.status_code == 400, params
         assert f'data-field="{field}"' in r.content.decode()
+
+
+def test_monitoring_keeps_a_segments_members(flow: Journey, operator: Client, workspace: Any) -> None:
+    segment_create(workspace=workspace, key="two", name="Two", actor=SYSTEM,
+                   rule={"any": [{"trait": "name", "op": "eq", "value": "客1"},
+                                 {"trait": "name", "op": "eq", "value": "客4"}]})
+    html = operator.get(f"{_base(workspace)}j/welcome/monitor", {"segment": "two"}).content.decode()
+    assert '<span data-testid="entries">2</span>' in html
+    assert re.search(r'<tr data-step="hello">.*?<td class="num" data-key="reached">2</td>', html, re.S)
+    assert '<option value="two" selected>Two</option>' in html
+
+
+def test_the_pages_speak_japanese(flow: Journey, client_ja: Client, workspace: Any) -> None:
+    base = _base(workspace)
+    assert ">ジャーニー</a>" in client_ja.get(f"/w/{workspace.slug}/").content.decode()
+    assert "有効" in client_ja.get(base).content.decode()
+    monitor = client_ja.get(f"{base}j/welcome/monitor").content.decode()
+    assert "ファネル" in monitor and "スプリットの結果" in monitor and "(95% 信頼区間 " in monitor
+    run = Run.objects.filter(journey=flow, status="waiting").first()
+    assert run is not None
+    page = client_ja.get(f"{base}j/welcome/runs/{run.pk}/").content.decode()
+    assert "通った経路" in page and "実行を一時停止" in page and "待機中" in page
 
 
 def test_the_svg_has_a_node_per_step_and_an_edge_per_branch(flow: Journey, operator: Client, workspace: Any) -> None:
