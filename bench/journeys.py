@@ -375,6 +375,7 @@ def latency_once(args: argparse.Namespace, world: World, stamps: Stamps, rep: in
         pass
     waiting = Await.objects.filter(run__journey=journey).count()
     run_of = dict(Run.objects.filter(journey=journey).values_list("customer_id", "pk"))
+    stamps.executed.clear()  # the pass above executed the runs' first step: only the resuming turn counts
 
     stop = threading.Event()
     threads = [start_applier(stop), start_engine(stop)]
