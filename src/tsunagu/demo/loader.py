@@ -32,7 +32,8 @@ from tsunagu.demo.catalog import (
     SOURCES,
     TOKEN_FILE,
 )
-from tsunagu.demo.messaging import demo_messaging
+from tsunagu.demo.journeys import demo_journeys
+from tsunagu.demo.messaging import demo_channels_off, demo_messaging
 from tsunagu.demo.personas import demo_personas
 from tsunagu.demo.segments import demo_segments
 from tsunagu.demo.simulation import _fit, _Simulation
@@ -225,8 +226,12 @@ def demo_load(
             segments = demo_segments(workspace=workspace, actor=DEMO_ACTOR)
             demo_personas(workspace=workspace, actor=DEMO_ACTOR)
             # Three weeks of messages, and their outcomes on the timeline through the same log.
-            sent = demo_messaging(workspace=workspace, actor=DEMO_ACTOR, end=received_at, seed=SEED)
+            sent = demo_messaging(workspace=workspace, actor=DEMO_ACTOR, end=received_at, seed=SEED, switch_off=False)
             demo_broadcast(workspace=workspace, actor=DEMO_ACTOR)
+            # Weeks of journey runs, replayed by the engine over the stored events; their sends go out through
+            # the channels before they are switched off like the rest of the demo's.
+            journeys = demo_journeys(workspace=workspace, actor=DEMO_ACTOR, until=received_at, seed=SEED)
+            demo_channels_off(workspace=workspace, actor=DEMO_ACTOR)
             # Messaging's outcomes and the segment changes they cause reach the timeline through the log;
             # applying them can move segments again, so until nothing is left.
             while delivery_events_publish(limit=2000) + send_events_publish(limit=2000) + segment_changes_publish(
@@ -238,7 +243,8 @@ def demo_load(
                 workspace=workspace,
                 actor=DEMO_ACTOR,
                 action="demo.loaded",
-                data={"people": customers, "events": len(stream), "seed": SEED, "sends": sent, "segments": segments},
+                data={"people": customers, "events": len(stream), "seed": SEED, "sends": sent, "segments": segments,
+                      "journeys": journeys},
             )
             job_enqueue(kind="core.optimize_database", idempotency_key="demo-optimize")
     except Conflict:

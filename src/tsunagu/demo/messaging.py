@@ -210,11 +210,41 @@ def _failed(delivery: Any) -> bool:
     return delivery.status in ("failed", "bounced")
 
 
-def demo_messaging(*, workspace: Any, actor: Any, end: dt.datetime, seed: int, sends: int = 400) -> int:
+def send_play(send: Any, *, at: dt.datetime, rng: random.Random) -> None:
+    """Play out one send recorded at ``at``: each message of its chain at its time; a failed or bounced one
+    fails over to the next step then and there (``send_run`` at that moment), so the history is whole before
+    the worker runs."""
+    t = at
+    for _step in range(3):
+        delivery = send.deliveries.order_by("-id").first()
+        if delivery is None or delivery.status != "queued":
+            break  # no step could be used (no address, no opt-in): the skipped send is on record too
+        t = _play(delivery, at=t, rng=rng)
+        if _failed(delivery):
+            send_run(send_id=send.pk, now=t + dt.timedelta(seconds=1))
+            t += dt.timedelta(seconds=1)
+            continue
+        break
+
+
+def demo_channels_off(*, workspace: Any, actor: Any) -> None:
+    """Switch the provider channels off (their credentials are the demo's), so nothing tries to reach a
+    provider; the in-app inbox stays on."""
+    from tsunagu.messaging.selectors import channel_list
+
+    for channel in channel_list(workspace=workspace):
+        if channel.type != "in_app" and channel.enabled:
+            channel_update(channel=channel, actor=actor, enabled=False)
+
+
+def demo_messaging(*, workspace: Any, actor: Any, end: dt.datetime, seed: int, sends: int = 400,
+                   switch_off: bool = True) -> int:
     """Create the demo's channels and communications and ``sends`` archived deliveries over the three weeks
-    before ``end``. Returns the number of sends recorded."""
+    before ``end``. Returns the number of sends recorded. ``switch_off=False`` leaves the provider channels
+    on for what the loader still replays (the journeys); it calls ``demo_channels_off`` after."""
     rng = random.Random(seed)  # noqa: S311 - demo data, not security
-    channels = [channel_create(workspace=workspace, type=t, name=n, config=c, actor=actor) for t, n, c in CHANNELS]
+    for t, n, c in CHANNELS:
+        channel_create(workspace=workspace, type=t, name=n, config=c, actor=actor)
     for spec in COMMUNICATIONS:
         communication_create(workspace=workspace, actor=actor, **spec)
     people = list(customer_list(workspace=workspace).order_by("id")[:2000])
@@ -233,20 +263,7 @@ def demo_messaging(*, workspace: Any, actor: Any, end: dt.datetime, seed: int, s
             data={"order_id": f"TM-{rng.randrange(100000, 999999)}"},
         )
         made += 1
-        t = at
-        # Each message of the chain plays out at its time; a failed or bounced one fails over to the next
-        # step then and there (``send_run`` at that moment), so the history is whole before the worker runs.
-        for _step in range(3):
-            delivery = send.deliveries.order_by("-id").first()
-            if delivery is None or delivery.status != "queued":
-                break  # no step could be used (no address, no opt-in): the skipped send is on record too
-            t = _play(delivery, at=t, rng=rng)
-            if _failed(delivery):
-                send_run(send_id=send.pk, now=t + dt.timedelta(seconds=1))
-                t += dt.timedelta(seconds=1)
-                continue
-            break
-    for channel in channels:
-        if channel.type != "in_app":
-            channel_update(channel=channel, actor=actor, enabled=False)
+        send_play(send, at=at, rng=rng)
+    if switch_off:
+        demo_channels_off(workspace=workspace, actor=actor)
     return made

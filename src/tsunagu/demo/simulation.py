@@ -272,7 +272,9 @@ class _Simulation:
                 "type": "track",
                 **ids,
                 "event": "Checkout Started",
-                "properties": {"value": value, "currency": "JPY"},
+                # The cart's own id (the number of the event that starts its checkout: no draw of the rng,
+                # so the rest of the simulation is unchanged); the abandoned-cart journey enters per cart.
+                "properties": {"cart_id": f"cart-{self.seq + 1:08d}", "value": value, "currency": "JPY"},
                 "context": ctx,
             },
         )
