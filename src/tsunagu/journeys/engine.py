@@ -32,9 +32,10 @@ from tsunagu.core.jobs import job_enqueue
 from tsunagu.core.models import Workspace
 from tsunagu.core.permissions import System
 from tsunagu.journeys import sql
-from tsunagu.journeys.definition import Plan, Step
+from tsunagu.journeys.definition import JOURNEY_HEAD, Plan, Step
 from tsunagu.journeys.models import Await, Journey, JourneyVersion, Run, RunHistory, RunSend, Task, TraitUpdate
 from tsunagu.journeys.plans import JourneyFacts, iso, plan_of, split_bucket, split_path
+from tsunagu.segments.rule.pyeval import evaluate
 from tsunagu.segments.rule.values import DATE_RE, context, path_get
 from tsunagu.segments.selectors import catalog, rule_holds
 
@@ -58,10 +59,11 @@ def actor_of(journey: Journey) -> System:
 
 # -- the claim -----------------------------------------------------------------------------------------------
 
-def runs_claim(*, worker_id: str, limit: int = 200, now: dt.datetime | None = None) -> list[int]:
-    """Mark up to ``limit`` due runs (not held, lease free or expired) as this worker's. One transaction:
-    a conditional UPDATE under SQLite's write lock; ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so workers on
-    several machines never take the same run or wait for each other."""
+def runs_claim(*, worker_id: str, limit: int = 500, now: dt.datetime | None = None) -> list[int]:
+    """Mark up to ``limit`` due runs (not held, lease free or expired) as this worker's. One transaction: a
+    conditional UPDATE under SQLite's write lock; ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so workers on
+    several machines never take the same run or wait for each other. 500 by default: a turn's commit (an
+    fsync) is shared by that many runs, and on a loaded disk it is what a turn costs most."""
     now = now or clock.now()
     free = Q(lease_until__isnull=True) | Q(lease_until__lt=now)
     with transaction.atomic():
@@ -93,6 +95,7 @@ class Turn:
     dry: bool = False
     # Replaying the past (the demo's weeks of history): sends are recorded at ``now``, outside quiet hours.
     past: bool = False
+    runs: list[Run] = field(default_factory=list)
 
     _LISTS = ("history", "awaits", "awaits_done", "run_sends", "traits", "tasks")
 
@@ -102,6 +105,13 @@ class Turn:
     def rewind(self, marks: tuple[int, ...]) -> None:
         for name, mark in zip(self._LISTS, marks, strict=True):
             del getattr(self, name)[mark:]
+
+    def with_customer(self, run: Run) -> Run:
+        """``run`` with its customer loaded: on first need, the customers of every run of the turn in one
+        query (most steps — waits, splits, journey conditions — never read the profile)."""
+        if not Run.customer.is_cached(run):
+            _customers(self.runs or [run])
+        return run
 
     def note(self, run: Run, step: str, action: str, outcome: Any = None, actor: str = "") -> None:
         self.history.append(RunHistory(run_id=run.pk, journey_id=run.journey_id, step=step, action=action,
@@ -122,22 +132,46 @@ def runs_execute(*, ids: list[int], worker_id: str, now: dt.datetime | None = No
     now = now or clock.now()
     turn = Turn(now=now, past=past)
     with transaction.atomic():
-        runs_q = Run.objects.filter(pk__in=ids, locked_by=worker_id).select_related("customer").order_by("pk")
+        runs_q = Run.objects.filter(pk__in=ids, locked_by=worker_id).order_by("pk")
         if connection.vendor == "postgresql":
-            runs_q = runs_q.select_for_update(of=("self",))
-        runs = _with_shared(list(runs_q))
+            runs_q = runs_q.select_for_update()
+        runs = turn.runs = _with_shared(list(runs_q))
         for run in runs:
-            if run.held or run.status not in (Run.Status.ACTIVE, Run.Status.WAITING):
-                continue  # paused or ended since the claim
-            marks = turn.marks()
-            try:
-                with transaction.atomic():
-                    _advance(run, plan_of(run.version), turn)
-            except Exception as exc:  # noqa: BLE001 - one run's bug must not stop the batch
-                log.exception("journey run %s failed at step %s", run.pk, run.step)
-                turn.rewind(marks)  # what the failed step gathered was rolled back with its savepoint
-                _end(run, turn, Run.Status.FAILED, reason=f"{type(exc).__name__}: {exc}"[:500])
+            # Paused or ended since the claim, or no longer due: the applier may have run it meanwhile (an
+            # awaited event came) and left it waiting on a later step.
+            if run.due_at is not None and run.due_at <= now:
+                _execute_one(run, turn)
         _flush(runs, turn)
+    return turn.steps
+
+
+def _execute_one(run: Run, turn: Turn) -> None:
+    if run.held or run.status not in (Run.Status.ACTIVE, Run.Status.WAITING):
+        return
+    marks = turn.marks()
+    # No savepoint per run: a step writes nothing itself but what the turn gathers (rewound below on
+    # failure); the services it calls (a send, a job) keep their writes in savepoints of their own.
+    try:
+        _advance(run, plan_of(run.version), turn)
+    except Exception as exc:  # noqa: BLE001 - one run's bug must not stop the batch
+        log.exception("journey run %s failed at step %s", run.pk, run.step)
+        turn.rewind(marks)  # what the failed step gathered was rolled back with its savepoint
+        _end(run, turn, Run.Status.FAILED, reason=f"{type(exc).__name__}: {exc}"[:500])
+
+
+def runs_step_now(*, runs: list[Run], now: dt.datetime) -> int:
+    """Execute ``runs`` at once in the caller's transaction — the applier's, for the runs an applied event
+    entered or woke — so a run goes on in the commit that applied its event, not at the engine's next claim
+    (on SQLite the engine would wait for the applier's write lock). The caller holds the runs' rows (locked
+    on PostgreSQL; SQLite's write lock). Their lease, if a worker had claimed one, is cleared: that worker's
+    turn no longer finds them its own. Returns the steps executed."""
+    if not runs:
+        return 0
+    turn = Turn(now=now, runs=runs)
+    _with_shared(runs)
+    for run in runs:
+        _execute_one(run, turn)
+    _flush(runs, turn)
     return turn.steps
 
 
@@ -159,6 +193,16 @@ def _with_shared(runs: list[Run]) -> list[Run]:
     return runs
 
 
+def _customers(runs: list[Run]) -> None:
+    from tsunagu.customers.models import Customer
+
+    missing = {r.customer_id for r in runs if not Run.customer.is_cached(r)}
+    found = Customer.objects.in_bulk(list(missing))
+    for run in runs:
+        if run.customer_id in found:
+            run.customer = found[run.customer_id]
+
+
 def _flush(runs: list[Run], turn: Turn) -> None:
     for run in runs:
         run.locked_by, run.lease_until, run.updated_at = "", None, turn.now
@@ -178,7 +222,7 @@ def _flush(runs: list[Run], turn: Turn) -> None:
         transaction.on_commit(lambda: trait_updates_publish(limit=10_000), robust=True)
 
 
-def runs_run_due(*, worker_id: str, limit: int = 200, now: dt.datetime | None = None, past: bool = False) -> int:
+def runs_run_due(*, worker_id: str, limit: int = 500, now: dt.datetime | None = None, past: bool = False) -> int:
     """Claim and execute due runs once; return how many runs were claimed. ``now`` and ``past`` replay
     history (the demo): the turn runs at ``now`` and its sends are recorded then."""
     ids = runs_claim(worker_id=worker_id, limit=limit, now=now)
@@ -297,6 +341,8 @@ def wait_until(run: Run, raw: dict[str, Any], now: dt.datetime) -> tuple[dt.date
 
 
 def _wait(run: Run, step: Step, turn: Turn) -> Any:
+    if "seconds" not in step.raw:
+        turn.with_customer(run)  # the customer's time zone, or the trait
     until, why = wait_until(run, step.raw, turn.now)
     if until is None or until <= turn.now:
         _record(run, step, turn, "skipped", reason=why or "the time has come")
@@ -343,7 +389,8 @@ def _send(run: Run, step: Step, turn: Turn) -> Any:
     try:
         with transaction.atomic():
             send = send_create(
-                workspace=run.workspace, communication=raw["communication"], customer=run.customer,
+                workspace=run.workspace, communication=raw["communication"],
+                customer=turn.with_customer(run).customer,
                 actor=actor_of(run.journey), policy=raw.get("policy"),
                 data={**raw.get("data", {}), "journey": journey_view(run)},
                 event=entry_event, idempotency_key=side_effect_key(run, step), at=turn.now if turn.past else None,
@@ -357,11 +404,16 @@ def _send(run: Run, step: Step, turn: Turn) -> Any:
 
 
 def _holds(run: Run, parsed: Any, turn: Turn) -> bool:
+    view = journey_view(run)
+    ctx = context(run.workspace, now=turn.now)
+    deps = parsed.deps
+    if deps.traits <= {JOURNEY_HEAD} and not (deps.fields or deps.events or deps.computed or deps.segments
+                                              or deps.consent):
+        return bool(evaluate(parsed.node, JourneyFacts(None, view), ctx))  # the context alone: no profile read
     cat = turn.catalogs.get(run.workspace_id)
     if cat is None:
         cat = turn.catalogs[run.workspace_id] = catalog(run.workspace)
-    view = journey_view(run)
-    return rule_holds(parsed=parsed, customer=run.customer, cat=cat, ctx=context(run.workspace, now=turn.now),
+    return rule_holds(parsed=parsed, customer=turn.with_customer(run).customer, cat=cat, ctx=ctx,
                       wrap=lambda facts: JourneyFacts(facts, view))
 
 

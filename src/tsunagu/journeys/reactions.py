@@ -32,6 +32,7 @@ from tsunagu.segments.rule.parse import where_parse
 from tsunagu.segments.rule.values import Context, context
 
 IN_CHUNK = 5000
+INLINE_LIMIT = 1000  # runs one applier chunk executes itself; the engine takes the rest
 OUTCOME_EVENTS = {"Message Sent": "sent", "Message Delivered": "delivered", "Message Failed": "failed",
                   "Message Bounced": "bounced", "Message Undeliverable": "undeliverable",
                   "Message Opened": "opened", "Message Clicked": "clicked", "Message Skipped": "skipped"}
@@ -62,6 +63,23 @@ def _locked(ids: list[int]) -> list[Run]:
     return list(runs)
 
 
+class Inline:
+    """How many runs one chunk may still execute inside the applier's transaction; the rest are left due for
+    the engine (woken after commit), so a chunk entering thousands of customers does not stall ingestion."""
+
+    def __init__(self, now: Any, limit: int = INLINE_LIMIT) -> None:
+        self.now, self.left, self.deferred = now, limit, False
+
+    def run(self, runs: list[Run]) -> list[Run]:
+        """Execute what the budget allows now; return the runs left for the engine."""
+        ready = [r for r in runs if not r.held]
+        now, later = ready[:self.left], ready[self.left:]
+        self.left -= len(now)
+        self.deferred = self.deferred or bool(later)
+        engine.runs_step_now(runs=now, now=self.now)
+        return later + [r for r in runs if r.held]
+
+
 @reaction("journeys", stage=20)
 def journeys_react(applied: Applied) -> None:
     events = [e for e in applied.events if e.customer_id is not None and e.type == "track"]
@@ -69,15 +87,22 @@ def journeys_react(applied: Applied) -> None:
         return
     now = clock.now()
     ctx = context(applied.workspace, now=now)
-    woke = _awaited(events, ctx, now)
-    _goals(applied.workspace.pk, events, ctx, now)
-    woke += _entries(applied.workspace.pk, events, ctx, now)
+    inline = Inline(now)
+    # Entries first, each run then executed at once: an event after the entry in the same chunk (the
+    # purchase a moment after the checkout) finds the run already waiting for it. ``since`` keeps a run
+    # from taking an event that came before its own entry.
+    entered = _entries(applied.workspace.pk, events, ctx, now)
+    position = {e.message_id: i for i, e in enumerate(events)}
+    since = {r.pk: position.get(r.context["entry"].get("event", {}).get("message_id"), -1) for r in entered}
+    inline.run(entered)
+    _awaited(events, ctx, now, since, inline)
+    _goals(applied.workspace.pk, events, ctx, now, since)
     _outcomes(events)
-    if woke:
+    if inline.deferred:
         transaction.on_commit(engine.WAKE.set)
 
 
-def _awaited(events: list[AppliedEvent], ctx: Context, now: Any) -> int:
+def _awaited(events: list[AppliedEvent], ctx: Context, now: Any, since: dict[int, int], inline: Inline) -> int:
     customers = sorted({e.customer_id for e in events if e.customer_id is not None})
     names = sorted({e.event for e in events})
     waiting: dict[tuple[int, str], list[tuple[int, str, Any]]] = {}
@@ -89,9 +114,9 @@ def _awaited(events: list[AppliedEvent], ctx: Context, now: Any) -> int:
     if not waiting:
         return 0
     matched: dict[int, tuple[str, AppliedEvent]] = {}
-    for event in events:
+    for i, event in enumerate(events):
         for run_id, step, where in waiting.get((event.customer_id, event.event), ()):  # type: ignore[arg-type]
-            if run_id not in matched and _where_ok(_where(where), event, ctx):
+            if run_id not in matched and i > since.get(run_id, -1) and _where_ok(_where(where), event, ctx):
                 matched[run_id] = (step, event)
     if not matched:
         return 0
@@ -108,13 +133,18 @@ def _awaited(events: list[AppliedEvent], ctx: Context, now: Any) -> int:
         history.append(RunHistory(run=run, journey_id=run.journey_id, step=step, action="event", at=now,
                                   outcome=outcome))
         woken.append(run)
-    Run.objects.bulk_update(woken, ["context", "due_at", "updated_at"], batch_size=500)
     Await.objects.filter(run_id__in=[r.pk for r in woken]).delete()
     RunHistory.objects.bulk_create(history, batch_size=500)
+    # The woken runs go on now, in this transaction (the event's commit is the run's); paused ones and those
+    # over the chunk's budget keep the event and are due for the engine.
+    later = inline.run(woken)
+    Run.objects.bulk_update(later, ["context", "due_at", "updated_at"], batch_size=500)
+    if any(not r.held for r in later):
+        inline.deferred = True
     return len(history)
 
 
-def _goals(workspace_id: int, events: list[AppliedEvent], ctx: Context, now: Any) -> None:
+def _goals(workspace_id: int, events: list[AppliedEvent], ctx: Context, now: Any, since: dict[int, int]) -> None:
     versions = list(JourneyVersion.objects.filter(journey__workspace_id=workspace_id)
                     .exclude(journey__status=Journey.Status.DRAFT))
     goal_names: dict[str, set[int]] = {}
@@ -140,11 +170,14 @@ def _goals(workspace_id: int, events: list[AppliedEvent], ctx: Context, now: Any
     for run in runs:
         by_customer.setdefault(run.customer_id, []).append(run)
     history, changed, ended_waiting = [], [], []
+    position = {e.message_id: i for i, e in enumerate(events)}
     for event in relevant:
         for run in by_customer.get(event.customer_id, []):  # type: ignore[arg-type]
             plan = plan_of(run.version)
             if run.goal_at is not None or plan.goal is None or plan.goal["event"] != event.event:
                 continue
+            if position[event.message_id] <= since.get(run.pk, -1):
+                continue  # before (or is) the event the run entered with
             if not _where_ok(plan.goal_where, event, ctx):
                 continue
             run.goal_at = now
@@ -168,12 +201,12 @@ def _where_ok(where: Any, event: AppliedEvent, ctx: Context) -> bool:
     return where_holds(where, event.properties, ctx)
 
 
-def _entries(workspace_id: int, events: list[AppliedEvent], ctx: Context, now: Any) -> int:
+def _entries(workspace_id: int, events: list[AppliedEvent], ctx: Context, now: Any) -> list[Run]:
     live = (JourneyVersion.objects.filter(journey__workspace_id=workspace_id,
                                           journey__status__in=[Journey.Status.ACTIVE, Journey.Status.PAUSED],
                                           number=F("journey__current_version"))
             .select_related("journey"))
-    created = 0
+    created: list[Run] = []
     for version in live:
         plan = plan_of(version)
         name = plan.entry_event
@@ -187,8 +220,8 @@ def _entries(workspace_id: int, events: list[AppliedEvent], ctx: Context, now: A
                                     else _where_ok(plan.entry_where, e, ctx))
         ]
         if candidates:
-            created += len(runs_enter(journey=version.journey, version=version, plan=plan, candidates=candidates,
-                                      now=now))
+            created += runs_enter(journey=version.journey, version=version, plan=plan, candidates=candidates,
+                                  now=now)
     return created
 
 
