@@ -20,7 +20,7 @@ from tsunagu.journeys.services import evaluation_add, journey_create, journey_pu
 from tsunagu.messaging.selectors import send_get
 from tsunagu.messaging.services import communication_create
 
-WEEKS = 4
+WEEKS = 3
 
 COMMUNICATIONS: list[dict[str, Any]] = [
     {

@@ -95,6 +95,7 @@ def journey_backfill(*, journey: Journey, since: dt.datetime, until: dt.datetime
                     raise RuntimeError(f"journey {journey.key}: runs still due at {due} after {repeats} turns")
                 stats.turns += 1
                 _turn(journey, due)
+                matcher.turned()
                 last, due = due, _next_due(journey)
             return due
 

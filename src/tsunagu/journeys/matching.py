@@ -37,7 +37,9 @@ def _locked(ids: list[int]) -> list[Run]:
 
 
 class JourneyMatcher:
-    """One journey's versions read once; ``match`` feeds it applied events at a time ``now``."""
+    """One journey's versions read once; ``match`` feeds it applied events at a time ``now``. Whoever runs
+    the engine on the journey's runs between two ``match`` calls calls ``turned()`` (a run may then await an
+    event it did not before); the matcher is meant for one replay, while nothing else changes the runs."""
 
     def __init__(self, journey: Journey) -> None:
         self.journey = journey
@@ -59,6 +61,35 @@ class JourneyMatcher:
         # others' are skipped without a query. A superset is harmless (a query that finds nothing); the
         # matcher adds the customers it enters, and nothing else makes runs while it is in use.
         self.customers = set(Run.objects.filter(journey=journey).values_list("customer_id", flat=True))
+        self._awaiting: set[int] | None = None  # customers with an Await of this journey; None: read it again
+        # Until when each customer's runs may still convert (None: no limit), for runs that have not: a goal
+        # event after that cannot convert any of them, so it needs no query. Kept as a superset, like above.
+        self._goal_open: dict[int, dt.datetime | None] = {}
+        for customer_id, until in (Run.objects.filter(journey=journey, goal_at__isnull=True)
+                                   .exclude(status=Run.Status.CANCELLED).values_list("customer_id", "goal_until")):
+            self._open_goal(customer_id, until)
+
+    def _open_goal(self, customer_id: int, until: dt.datetime | None) -> None:
+        if customer_id in self._goal_open:
+            known = self._goal_open[customer_id]
+            until = None if known is None or until is None else max(known, until)
+        self._goal_open[customer_id] = until
+
+    def _may_convert(self, customer_id: int | None, now: dt.datetime) -> bool:
+        if customer_id not in self._goal_open:
+            return False
+        until = self._goal_open[customer_id]
+        return until is None or until >= now
+
+    def turned(self) -> None:
+        """Tell the matcher the engine ran some of the journey's runs: they may await other events now."""
+        self._awaiting = None
+
+    def _awaiting_customers(self) -> set[int]:
+        if self._awaiting is None:
+            self._awaiting = set(Await.objects.filter(run__journey=self.journey)
+                                 .values_list("customer_id", flat=True))
+        return self._awaiting
 
     @property
     def names(self) -> frozenset[str]:
@@ -90,6 +121,9 @@ class JourneyMatcher:
 
     def _awaited(self, events: list[AppliedEvent], ctx: Context, now: dt.datetime) -> int:
         relevant = [e for e in events if e.event in self.awaited]
+        if relevant:
+            awaiting = self._awaiting_customers()
+            relevant = [e for e in relevant if e.customer_id in awaiting]
         if not relevant:
             return 0
         customers = sorted({e.customer_id for e in relevant if e.customer_id is not None})
@@ -125,7 +159,7 @@ class JourneyMatcher:
         return len(woken)
 
     def _goals(self, events: list[AppliedEvent], ctx: Context, now: dt.datetime) -> None:
-        relevant = [e for e in events if e.event in self.goals]
+        relevant = [e for e in events if e.event in self.goals and self._may_convert(e.customer_id, now)]
         if not relevant:
             return
         version_ids = set().union(*(self.goals[e.event] for e in relevant))
@@ -176,5 +210,7 @@ class JourneyMatcher:
         if not candidates:
             return 0
         runs = runs_enter(journey=self.journey, version=version, plan=plan, candidates=candidates, now=now)
-        self.customers.update(r.customer_id for r in runs)
+        for run in runs:
+            self.customers.add(run.customer_id)
+            self._open_goal(run.customer_id, run.goal_until)
         return len(runs)

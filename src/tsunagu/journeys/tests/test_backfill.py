@@ -115,3 +115,14 @@ def test_a_failure_rolls_the_whole_replay_back(history: dict[str, Any], monkeypa
     with pytest.raises(RuntimeError):
         journey_backfill(journey=journey, since=t0, until=t0 + dt.timedelta(days=7))
     assert not Run.objects.filter(journey=journey).exists()
+
+
+def test_a_purchase_after_the_goal_window_does_not_convert(history: dict[str, Any], send: Any) -> None:
+    t0, journey = history["t0"], history["journey"]
+    at = t0 + dt.timedelta(days=3, minutes=6)  # the checkout at t0+5min, the goal's three days just passed
+    status, _ = send("/v1/track", {"userId": "never", "event": "Order Completed", "timestamp": _at(at)})
+    assert status == 200
+    journey_backfill(journey=journey, since=t0, until=t0 + dt.timedelta(days=7))
+    never = run_of("cart", "never")
+    assert never.status == Run.Status.COMPLETED and never.goal_at is None
+    assert run_of("cart", "later").goal_at == t0 + dt.timedelta(days=2)
