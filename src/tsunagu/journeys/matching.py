@@ -4,10 +4,16 @@ journey and at a given ``now``, for replaying history (``journeys.backfill``).
 
 Scoped because a replay of one journey must not touch another journey's runs: an old event fed again
 would otherwise resume another journey's run that is waiting today, or convert it on a purchase it has
-already been judged on. The rules are the reaction's, step for step (an awaited event is put in the run's
-context and makes it due, paused or not; a goal converts a run inside its window and exits it unless the
-goal says ``"exit": false``; an entry goes through ``runs_enter`` and its re-entry policy), so a replayed
-run ends where a live one would have. If ``reactions`` changes its rules, this module follows.
+already been judged on. The rules are the reaction's (an awaited event is put in the run's context and
+makes it due, paused or not; a goal converts a run inside its window and exits it unless the goal says
+``"exit": false``; an entry goes through ``runs_enter`` and its re-entry policy), so a replayed run ends
+where a live one would have. If ``reactions`` changes its rules, this module follows.
+
+One difference of order, within one instant only: ``match`` takes the events of one timestamp as awaits,
+then goals, then entries, and the engine runs what they made due at that instant before the next one. The
+applier enters first and executes the entered runs inline, so an event at the *same* millisecond as the
+entry (after it in the chunk) can resume the new run live but not in a replay. Events an instant apart —
+every real checkout and its purchase — behave the same.
 """
 
 from __future__ import annotations
