@@ -37,7 +37,7 @@ lint: install-test
 	$(BIN)/lint-imports
 
 test-sqlite: install-test
-	TSUNAGU_DATA_DIR=$$(mktemp -d) $(BIN)/pytest -p no:cacheprovider
+	TSUNAGU_DATA_DIR=$$(mktemp -d) $(BIN)/pytest -p no:cacheprovider -m "not postgres"
 
 test-postgres: install-test
 	$(BIN)/python scripts/with_postgres.py $(BIN)/pytest -p no:cacheprovider -m "not makerun"

@@ -66,6 +66,10 @@ def runs_claim(*, worker_id: str, limit: int = 500, now: dt.datetime | None = No
     fsync) is shared by that many runs, and on a loaded disk it is what a turn costs most."""
     now = now or clock.now()
     free = Q(lease_until__isnull=True) | Q(lease_until__lt=now)
+    if connection.vendor != "postgresql" and not Run.objects.filter(free, held=False, due_at__lte=now).exists():
+        # A read first: on SQLite every transaction here takes the database's write lock at BEGIN, and an
+        # idle engine polling four times a second must not queue the applier behind it.
+        return []
     with transaction.atomic():
         due = Run.objects.filter(free, held=False, due_at__lte=now).order_by("due_at")
         if connection.vendor == "postgresql":
