@@ -3,7 +3,7 @@ have done had it been published at ``since`` (the demo's weeks of runs to monito
 
 Nothing here decides what a run does: the engine executes the steps (``engine.runs_execute`` with the
 turn's time and ``past=True``, so sends are recorded at that time, outside quiet hours), and the events
-are matched by the same rules as the applier's reaction (``journeys.matching``, scoped to the journey).
+are matched by the applier's own matching (``journeys.matching``, scoped to the journey).
 The backfill only orders the two in time.
 """
 
@@ -19,7 +19,7 @@ from tsunagu.core import clock
 from tsunagu.events.apply import AppliedEvent
 from tsunagu.events.models import Event
 from tsunagu.journeys.engine import lease, runs_execute
-from tsunagu.journeys.matching import JourneyMatcher
+from tsunagu.journeys.matching import events_match, journey_event_names
 from tsunagu.journeys.models import Journey, Run
 
 WORKER_ID = "backfill"
@@ -75,8 +75,7 @@ def journey_backfill(*, journey: Journey, since: dt.datetime, until: dt.datetime
     runs are entered, resumed, converted or executed. It must be published (a draft enters nobody)."""
     stats = Backfilled()
     with transaction.atomic():
-        matcher = JourneyMatcher(journey)
-        names = sorted(matcher.names)
+        names = sorted(journey_event_names(journey))
         rows = (Event.objects.filter(workspace_id=journey.workspace_id, type="track", event__in=names,
                                      customer_id__isnull=False, timestamp__gte=since, timestamp__lt=until)
                 .order_by("timestamp", "pk")
@@ -95,18 +94,19 @@ def journey_backfill(*, journey: Journey, since: dt.datetime, until: dt.datetime
                     raise RuntimeError(f"journey {journey.key}: runs still due at {due} after {repeats} turns")
                 stats.turns += 1
                 _turn(journey, due)
-                matcher.turned()
                 last, due = due, _next_due(journey)
             return due
 
         def feed() -> None:
             nonlocal next_due
             assert batch_at is not None
-            woke, entered = matcher.match(batch, now=batch_at)
+            matched = events_match(workspace=journey.workspace, events=batch, now=batch_at, journey=journey,
+                                   past=True)
             stats.events += len(batch)
-            stats.woken, stats.entered = stats.woken + woke, stats.entered + entered
-            if woke or entered:
-                next_due = batch_at  # the runs it entered or woke are due now
+            stats.woken, stats.entered = stats.woken + matched.woken, stats.entered + matched.entered
+            if matched.woken or matched.entered:
+                # What they did at once may have left them due again (or over the chunk's budget).
+                next_due = _next_due(journey)
             batch.clear()
 
         for message_id, event, name, customer_id, source_id, channel, at, received_at, props, traits in rows.iterator(

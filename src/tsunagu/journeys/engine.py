@@ -163,7 +163,7 @@ def _execute_one(run: Run, turn: Turn) -> None:
         _end(run, turn, Run.Status.FAILED, reason=f"{type(exc).__name__}: {exc}"[:500])
 
 
-def runs_step_now(*, runs: list[Run], now: dt.datetime) -> int:
+def runs_step_now(*, runs: list[Run], now: dt.datetime, past: bool = False) -> int:
     """Execute ``runs`` at once in the caller's transaction — the applier's, for the runs an applied event
     entered or woke — so a run goes on in the commit that applied its event, not at the engine's next claim
     (on SQLite the engine would wait for the applier's write lock). The caller holds the runs' rows (locked
@@ -171,7 +171,7 @@ def runs_step_now(*, runs: list[Run], now: dt.datetime) -> int:
     turn no longer finds them its own. Returns the steps executed."""
     if not runs:
         return 0
-    turn = Turn(now=now, runs=runs)
+    turn = Turn(now=now, runs=runs, past=past)
     _with_shared(runs)
     for run in runs:
         _execute_one(run, turn)

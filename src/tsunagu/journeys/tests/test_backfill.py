@@ -65,10 +65,10 @@ def test_the_replay_runs_each_wait_to_its_own_time_and_records_sends_then(histor
     assert (stats.entered, stats.woken) == (3, 1)
     quick = run_of("cart", "quick")
     assert quick.status == Run.Status.EXITED and quick.goal_at == t0 + dt.timedelta(minutes=20)
-    # As live: the purchase resumed the wait and, being the goal, ended the run there and then.
+    # As live: the purchase resumed the wait (its on_event is exit), and it is the goal: converted.
     assert quick.context["steps"]["wait_purchase"]["event"]["event"] == "Order Completed"
     assert list(quick.history.order_by("id").values_list("action", flat=True)) == [
-        "entered", "wait", "event", "goal", "exited"]
+        "entered", "wait", "event", "done", "exited", "goal"]
     # The timeout fired an hour after the checkout, not at the next stored event (two days later).
     never = run_of("cart", "never")
     assert never.status == Run.Status.COMPLETED and never.goal_at is None
