@@ -121,6 +121,38 @@ class Scope:
         return rows if self.journey is None else rows.filter(**{path: self.journey})
 
 
+def runs_merge(*, merges: list[tuple[int, int]], now: dt.datetime) -> int:
+    """Profiles merged in the applier's chunk: the runs of the profile that no longer exists (``other``) go
+    on as runs of the one it joined (``into``), what they await with them, so the events now resolved to
+    ``into`` find them. Where ``into`` already has a run of the same version and entry key, the merged-away
+    run is cancelled (one run per customer, version and entry key), with the reason in its history. In the
+    caller's transaction; returns the runs moved."""
+    moved = 0
+    for into, other in merges:
+        runs = list(Run.objects.filter(customer_id=other).exclude(status__in=Run.ENDED).order_by("pk"))
+        if not runs:
+            continue
+        taken = set(Run.objects.filter(customer_id=into).values_list("version_id", "entry_key"))
+        history = []
+        for run in runs:
+            if (run.version_id, run.entry_key) in taken:
+                Run.objects.filter(pk=run.pk).update(status=Run.Status.CANCELLED, due_at=None, ended_at=now,
+                                                     step_state="", held=False, updated_at=now)
+                Await.objects.filter(run_id=run.pk).delete()
+                history.append(RunHistory(run_id=run.pk, journey_id=run.journey_id, step=run.step,
+                                          action="cancelled", at=now,
+                                          outcome={"reason": f"merged into customer {into}, who has this run"}))
+                continue
+            Run.objects.filter(pk=run.pk).update(customer_id=into, updated_at=now)
+            Await.objects.filter(run_id=run.pk).update(customer_id=into)
+            history.append(RunHistory(run_id=run.pk, journey_id=run.journey_id, step=run.step, action="merged",
+                                      at=now, outcome={"from_customer": other, "into_customer": into}))
+            taken.add((run.version_id, run.entry_key))
+            moved += 1
+        RunHistory.objects.bulk_create(history)
+    return moved
+
+
 def journey_event_names(journey: Journey) -> set[str]:
     """The event names a journey reacts to, in any of its versions: entries, awaited events, goals."""
     names: set[str] = set()

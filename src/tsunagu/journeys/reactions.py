@@ -10,11 +10,14 @@ from django.db import transaction
 from tsunagu.core import clock
 from tsunagu.events.reactions import Applied, reaction
 from tsunagu.journeys import engine
-from tsunagu.journeys.matching import events_match
+from tsunagu.journeys.matching import events_match, runs_merge
 
 
 @reaction("journeys", stage=20)
 def journeys_react(applied: Applied) -> None:
-    matched = events_match(workspace=applied.workspace, events=applied.events, now=clock.now())
+    now = clock.now()
+    if applied.merges:
+        runs_merge(merges=applied.merges, now=now)  # first: the chunk's events resolve to the joined profile
+    matched = events_match(workspace=applied.workspace, events=applied.events, now=now)
     if matched.deferred:
         transaction.on_commit(engine.WAKE.set)
