@@ -99,6 +99,7 @@ def events_match(*, workspace: Any, events: list[AppliedEvent], now: dt.datetime
         return Matched()
     ctx = context(workspace, now=now)
     scope = Scope(journey)
+    scope.read(workspace.pk)
     inline = Inline(now, past=past)
     entered = _entries(workspace.pk, events, ctx, now, scope)
     position = {e.message_id: i for i, e in enumerate(events)}
@@ -116,6 +117,16 @@ class Scope:
 
     def __init__(self, journey: Journey | None) -> None:
         self.journey = journey
+        self.versions: list[JourneyVersion] = []
+        self.awaited: set[str] = set()  # the events some step of a version waits for
+
+    def read(self, workspace_id: int) -> None:
+        """The published versions in scope, once per chunk (their plans are cached): an event no version
+        waits for is never looked up in ``Await``."""
+        self.versions = list(self.runs(JourneyVersion.objects.filter(journey__workspace_id=workspace_id))
+                             .exclude(journey__status=Journey.Status.DRAFT))
+        for version in self.versions:
+            self.awaited |= {s.raw["event"] for s in plan_of(version).steps.values() if s.type == "wait_for_event"}
 
     def runs(self, rows: Any, path: str = "journey") -> Any:
         return rows if self.journey is None else rows.filter(**{path: self.journey})
@@ -168,8 +179,11 @@ def journey_event_names(journey: Journey) -> set[str]:
 
 def _awaited(events: list[AppliedEvent], ctx: Context, now: Any, since: dict[int, int], inline: Inline,
              scope: Scope) -> int:
-    customers = sorted({e.customer_id for e in events if e.customer_id is not None})
-    names = sorted({e.event for e in events})
+    awaited = [e for e in events if e.event in scope.awaited]  # ``events`` stay whole: ``since`` counts in it
+    if not awaited:
+        return 0
+    customers = sorted({e.customer_id for e in awaited if e.customer_id is not None})
+    names = sorted({e.event for e in awaited})
     waiting: dict[tuple[int, str], list[tuple[int, str, Any]]] = {}
     for part in _chunks(customers):
         rows = scope.runs(Await.objects.filter(customer_id__in=part, event__in=names), "run__journey")
@@ -211,10 +225,8 @@ def _awaited(events: list[AppliedEvent], ctx: Context, now: Any, since: dict[int
 
 def _goals(workspace_id: int, events: list[AppliedEvent], ctx: Context, now: Any, since: dict[int, int],
            scope: Scope) -> None:
-    versions = list(scope.runs(JourneyVersion.objects.filter(journey__workspace_id=workspace_id))
-                    .exclude(journey__status=Journey.Status.DRAFT))
     goal_names: dict[str, set[int]] = {}
-    for version in versions:
+    for version in scope.versions:
         plan = plan_of(version)
         if plan.goal is not None:
             goal_names.setdefault(plan.goal["event"], set()).add(version.pk)
