@@ -36,7 +36,7 @@ ONBOARDING = {
         {"id": "tips", "type": "send", "communication": "tips"},
     ],
 }
-USERS = [f"u-{n}" for n in range(60)]
+USERS = [f"u-{n}" for n in range(100)]  # every path taken whatever the ids (a 10 % holdout)
 
 
 @pytest.fixture
