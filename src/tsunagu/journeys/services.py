@@ -18,7 +18,7 @@ from tsunagu.core.models import Workspace
 from tsunagu.core.permissions import Perm, actor_label, authorize
 from tsunagu.core.services import audit_record
 from tsunagu.customers.models import Customer
-from tsunagu.journeys import engine
+from tsunagu.journeys import engine, sql
 from tsunagu.journeys.definition import Plan, definition_parse
 from tsunagu.journeys.entries import Candidate, runs_enter
 from tsunagu.journeys.models import Await, Evaluation, Journey, JourneyVersion, Run, RunHistory
@@ -140,9 +140,9 @@ def journey_pause(*, journey: Journey, actor: Any) -> Journey:
     with transaction.atomic():
         journey.status, journey.updated_at = Journey.Status.PAUSED, clock.now()
         journey.save(update_fields=["status", "updated_at"])
-        live = list(Run.objects.filter(journey=journey).exclude(status__in=Run.ENDED))
-        Run.objects.filter(pk__in=[r.pk for r in live]).update(held=True)
-        _history(live, "paused", actor, {"scope": "journey"})
+        Run.objects.filter(journey=journey).exclude(status__in=Run.ENDED).update(held=True)
+        sql.history_for_runs(journey_id=journey.pk, exclude=sorted(Run.ENDED), action="paused", at=clock.now(),
+                             outcome={"scope": "journey"}, actor=actor_label(actor)[:200])
         audit_record(workspace=journey.workspace, actor=actor, action="journey.pause", target=journey.key)
     return journey
 
@@ -156,10 +156,10 @@ def journey_resume(*, journey: Journey, actor: Any) -> Journey:
     with transaction.atomic():
         journey.status, journey.updated_at = Journey.Status.ACTIVE, clock.now()
         journey.save(update_fields=["status", "updated_at"])
-        live = list(Run.objects.filter(journey=journey).exclude(status__in=Run.ENDED)
-                    .exclude(status=Run.Status.PAUSED))
-        Run.objects.filter(pk__in=[r.pk for r in live]).update(held=False)
-        _history(live, "resumed", actor, {"scope": "journey"})
+        kept = sorted(Run.ENDED | {Run.Status.PAUSED})  # runs paused one by one stay paused
+        Run.objects.filter(journey=journey).exclude(status__in=kept).update(held=False)
+        sql.history_for_runs(journey_id=journey.pk, exclude=kept, action="resumed", at=clock.now(),
+                             outcome={"scope": "journey"}, actor=actor_label(actor)[:200])
         audit_record(workspace=journey.workspace, actor=actor, action="journey.resume", target=journey.key)
     transaction.on_commit(engine.WAKE.set)
     return journey

@@ -75,3 +75,25 @@ def rows_insert(model: type[models.Model], objs: Sequence[models.Model]) -> None
     params: list[list[Any]] = [[prep(f.pre_save(obj, True)) for f, prep in preps] for obj in objs]
     with conn.cursor() as cursor:
         cursor.executemany(sql, params)
+
+
+def history_for_runs(*, journey_id: int, exclude: Sequence[str], action: str, at: Any, outcome: Any,
+                     actor: str) -> int:
+    """One ``RunHistory`` row per run of the journey whose status is not in ``exclude``, written by one
+    ``INSERT … SELECT`` — what ``bulk_create`` of those rows writes, without reading a million runs into
+    memory to pause a journey. Returns the rows written."""
+    from tsunagu.journeys.models import Run, RunHistory
+
+    conn = connections[DEFAULT_DB_ALIAS]
+    qn = connection.ops.quote_name
+    meta = RunHistory._meta
+    values = [meta.get_field(name).get_db_prep_save(value, conn)  # type: ignore[union-attr]
+              for name, value in (("action", action), ("at", at), ("outcome", outcome), ("actor", actor))]
+    marks = ", ".join(["%s"] * len(exclude)) or "NULL"
+    sql = (f"INSERT INTO {_table(RunHistory)} ({qn('run_id')}, {qn('journey_id')}, {qn('step')}, "  # noqa: S608
+           f"{qn('action')}, {qn('at')}, {qn('outcome')}, {qn('actor')}) "
+           f"SELECT {qn('id')}, {qn('journey_id')}, {qn('step')}, %s, %s, %s, %s FROM {_table(Run)} "
+           f"WHERE {qn('journey_id')} = %s AND {qn('status')} NOT IN ({marks})")
+    with conn.cursor() as cursor:
+        cursor.execute(sql, [*values, journey_id, *exclude])
+        return int(cursor.rowcount)

@@ -110,3 +110,26 @@ def test_rows_insert_writes_what_bulk_create_writes(workspace: Any, journey: Any
                       .order_by("id").values("message_id", "traits", "created_at", "published_at", "workspace_id"))
     assert raw_traits == orm_traits and len(raw_traits) == 3
     assert raw_traits[0]["created_at"] == now
+
+
+def test_history_for_runs_writes_what_bulk_create_writes(workspace: Any) -> None:
+    journey = journey_create(workspace=workspace, key="h", name="h", definition=DEFINITION, actor=SYSTEM)
+    version = journey_publish(journey=journey, actor=SYSTEM)
+    runs = _runs(workspace, journey, version, "h")
+    Run.objects.filter(pk=runs[2].pk).update(status=Run.Status.COMPLETED)  # ended: no row for it
+    at = clock.now().replace(microsecond=123456)
+    outcome = {"scope": "journey", "誰": "山田"}
+    live = [r for r in runs[:2]]
+    RunHistory.objects.bulk_create([RunHistory(run=r, journey=journey, step=r.step, action="orm", at=at,
+                                               outcome=outcome, actor="user 山田") for r in live])
+    written = sql.history_for_runs(journey_id=journey.pk, exclude=sorted(Run.ENDED), action="sql", at=at,
+                                   outcome=outcome, actor="user 山田")
+    assert written == 2
+
+    def stored(action: str) -> list[tuple[Any, ...]]:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT run_id, journey_id, step, at, outcome, actor FROM {RunHistory._meta.db_table} "  # noqa: S608
+                           "WHERE action = %s ORDER BY run_id", [action])
+            return cursor.fetchall()
+
+    assert stored("sql") == stored("orm") and len(stored("sql")) == 2
