@@ -479,9 +479,10 @@ def waiting_setup(args: argparse.Namespace, world: World) -> dict[str, Any]:
     return {"first": first, "journeys": journeys}
 
 
-def waiting_insert(args: argparse.Namespace, world: World, setup: dict[str, Any]) -> float:
+def waiting_insert(args: argparse.Namespace, world: World, setup: dict[str, Any], *, ended: bool = False) -> float:
     """``--waiting`` runs, each waiting on its journey's ``wait_for_event`` step, with their Await rows; 5
-    per customer over the journeys (entry keys 0..4); 10 % of them await a name the traffic carries."""
+    per customer over the journeys (entry keys 0..4); 10 % of them await a name the traffic carries.
+    ``ended``: the same runs, completed and awaiting nothing — a database as large, with nobody waiting."""
     from django.db import connection
 
     connection.close()
@@ -507,14 +508,16 @@ def waiting_insert(args: argparse.Namespace, world: World, setup: dict[str, Any]
         key = str(i)
         ctx = json.dumps({"entry": {"data": {"k": key}}, "steps": {"await": {
             "at": at, "waiting_for": name, "until": due}}})
-        runs.append((rid, journey_id, version_id, cid, key, due, ctx, at, at))
-        awaits.append((rid, cid, name))
+        runs.append((rid, journey_id, version_id, cid, key, None if ended else due, ctx, at, at))
+        if not ended:
+            awaits.append((rid, cid, name))
         if len(runs) >= 50_000 or i == args.waiting - 1:
             conn.executemany(
                 "INSERT INTO journeys_run (id, workspace_id, journey_id, version_id, customer_id, entry_key, "  # noqa: S608
                 "status, resume_status, step, step_state, visits, due_at, held, locked_by, lease_until, context, "
-                f"entered_at, updated_at, ended_at, goal_at, goal_until) VALUES (?, {ws}, ?, ?, ?, ?, 'waiting', '', "
-                "'await', 'waiting', 1, ?, 0, '', NULL, ?, ?, ?, NULL, NULL, NULL)", runs)
+                f"entered_at, updated_at, ended_at, goal_at, goal_until) VALUES (?, {ws}, ?, ?, ?, ?, "
+                f"'{'completed' if ended else 'waiting'}', '', 'await', '{'' if ended else 'waiting'}', 1, ?, 0, "
+                "'', NULL, ?, ?, ?, NULL, NULL, NULL)", runs)
             conn.executemany(
                 "INSERT INTO journeys_await (run_id, workspace_id, customer_id, event, step, \"where\") "  # noqa: S608
                 f"VALUES (?, {ws}, ?, ?, 'await', '[]')", awaits)
@@ -549,7 +552,8 @@ def _traffic(args: argparse.Namespace, seed: int) -> list[list[dict[str, Any]]]:
     return [orjson.loads(b)["batch"] for b in bodies]
 
 
-def waiting_apply(args: argparse.Namespace, world: World, waiting: int, seed: int, prof: Any = None) -> dict[str, Any]:
+def waiting_apply(args: argparse.Namespace, world: World, waiting: int, seed: int, prof: Any = None,
+                  kind: str = "") -> dict[str, Any]:
     from django.db import connection
 
     from tsunagu.journeys.models import Await, RunHistory
@@ -570,10 +574,12 @@ def waiting_apply(args: argparse.Namespace, world: World, waiting: int, seed: in
         _profiled(args, prof)
     woken = RunHistory.objects.filter(action="event").count() - before
     stored = outcome.stored
-    out = {"waiting": waiting, "awaits": awaiting, "events": args.ingest_events, "stored": stored,
+    kind = kind or ("waiting" if waiting else "none")
+    out = {"kind": kind, "waiting": waiting, "awaits": awaiting, "events": args.ingest_events, "stored": stored,
            "seconds": seconds, "cpu": cpu, "rate": stored / seconds, "woken": woken,
            "load": (load0 + load_avg()) / 2, "ok": stored == args.ingest_events}
-    print(f"  ingest with {waiting:,} waiting runs ({awaiting:,} awaits): {stored:,} events in {seconds:.2f} s = "
+    what = f"{waiting:,} ended runs" if kind == "ended" else f"{waiting:,} waiting runs"
+    print(f"  ingest with {what} ({awaiting:,} awaits): {stored:,} events in {seconds:.2f} s = "
           f"{out['rate']:,.0f} events/s (cpu {cpu:.2f} s), {woken:,} runs woken; load {out['load']:.2f}",
           flush=True)
     return out
@@ -593,8 +599,9 @@ def summarize(res: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         s["latency"] = {k: _med([x[k] for x in r]) for k in r[0] if k.endswith("_ms") or k == "load"}
         s["latency"].update(events=r[0]["events"], ok=all(x["ok"] for x in r))
     if res.get("waiting"):
-        zero = [x for x in res["waiting"] if x["waiting"] == 0]
-        full = [x for x in res["waiting"] if x["waiting"] > 0]
+        zero = [x for x in res["waiting"] if x["kind"] == "none"]
+        full = [x for x in res["waiting"] if x["kind"] == "waiting"]
+        ended = [x for x in res["waiting"] if x["kind"] == "ended"]
         pairs = list(zip(zero, full, strict=False))
         s["waiting"] = {
             "zero_rate": _med([x["rate"] for x in zero]), "full_rate": _med([x["rate"] for x in full]),
@@ -604,6 +611,10 @@ def summarize(res: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             "awaits": full[0]["awaits"] if full else 0, "events": zero[0]["events"] if zero else 0,
             "load": _med([x["load"] for x in res["waiting"]]), "ok": all(x["ok"] for x in res["waiting"]),
             "insert_seconds": _med([x.get("insert_seconds", 0) for x in full]),
+            "ended_rate": _med([x["rate"] for x in ended]) if ended else 0.0,
+            "ended_cpu": _med([x["cpu"] for x in ended]) if ended else 0.0,
+            "slowdown_vs_ended": _med([1 - f["rate"] / e["rate"] for e, f in zip(ended, full, strict=False)])
+            if ended else 0.0,
         }
     return s
 
@@ -655,7 +666,13 @@ def section(args: argparse.Namespace, s: dict[str, Any]) -> str:
             f"| {x['waiting']:,} runs waiting on `wait_for_event` ({x['awaits']:,} Await rows; "
             f"{x['woken']:,.0f} woken by the traffic) | {x['full_rate']:,.0f} | {x['full_cpu']:.1f} | |",
             f"| slowdown | **{x['slowdown'] * 100:.1f} %** | | ≤ {TARGET_SLOWDOWN * 100:g} %: "
-            f"{_verdict(x['slowdown'] <= TARGET_SLOWDOWN and x['ok'])} |", ""]
+            f"{_verdict(x['slowdown'] <= TARGET_SLOWDOWN and x['ok'])} |"]
+        if x["ended_rate"]:
+            lines += [
+                f"| second baseline: {x['waiting']:,} *ended* runs (a database as large, nobody waiting) | "
+                f"{x['ended_rate']:,.0f} | {x['ended_cpu']:.1f} | |",
+                f"| slowdown against it (the cost of waiting itself) | {x['slowdown_vs_ended'] * 100:.1f} % | | |"]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -700,14 +717,17 @@ def main(argv: list[str]) -> int:
             world = World()
             setup = waiting_setup(args, world)
             for rep in range(1, args.repeat + 1):
-                order = [0, args.waiting] if rep % 2 else [args.waiting, 0]
-                for waiting in order:
+                kinds = ["none", "waiting", "ended"]
+                order = kinds if rep % 2 else kinds[::-1]
+                for kind in order:
+                    waiting = 0 if kind == "none" else args.waiting
                     inserted = 0.0
                     if waiting:
-                        inserted = waiting_insert(args, world, setup)
-                        print(f"  inserted {waiting:,} waiting runs in {inserted:.1f} s", flush=True)
-                    prof = _profiler(args, "waiting-apply") if waiting and rep == 1 else None
-                    out = waiting_apply(args, world, waiting, seed=rep * 10 + (waiting > 0), prof=prof)
+                        inserted = waiting_insert(args, world, setup, ended=kind == "ended")
+                        print(f"  inserted {waiting:,} {kind} runs in {inserted:.1f} s", flush=True)
+                    prof = _profiler(args, "waiting-apply") if kind == "waiting" and rep == 1 else None
+                    # Traffic of the same shape, seeded apart: the same message ids would be dropped as duplicates.
+                    out = waiting_apply(args, world, waiting, seed=rep * 10 + kinds.index(kind), prof=prof, kind=kind)
                     out["insert_seconds"] = inserted
                     res["waiting"].append(out)
                     if waiting:
