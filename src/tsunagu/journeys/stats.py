@@ -68,10 +68,10 @@ def journey_stats(*, journey: Journey, segment: Any = None, since: dt.date | Non
     paths: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
     last: dict[int, dt.datetime] = {}
     ids = [pk for pk, *_ in rows]
+    filtered = since is not None or until is not None or segment is not None
     history = RunHistory.objects.filter(journey=journey).order_by("run_id", "id")
-    if since is not None or until is not None or segment is not None:
+    if filtered:
         history = history.filter(run_id__in=runs.values("pk"))
-    split_steps: set[str] = set()
     for run_id, step, action, at, outcome in history.values_list("run_id", "step", "action", "at", "outcome"):
         if action == "entered":
             last[run_id] = at
@@ -85,16 +85,13 @@ def journey_stats(*, journey: Journey, segment: Any = None, since: dt.date | Non
             label = (outcome or {}).get("outcome") if action == "step" else None
             if isinstance((outcome or {}).get("next"), str) and label is not None:
                 paths[step][str(label)].add(run_id)
-        if action == "exited" and (outcome or {}).get("reason") == f"step {step}":
-            pass
     version = journey_version(journey=journey)
     plan = plan_of(version) if version is not None else None
     order = list(plan.steps) if plan is not None else []
     for step in list(reached) + list(now_at):
         if step not in order:
             order.append(step)
-    if plan is not None:
-        split_steps = {sid for sid, s in plan.steps.items() if s.type == "split"}
+    split_steps = {sid for sid, s in plan.steps.items() if s.type == "split"} if plan is not None else set()
     steps = []
     for sid in order:
         got, done = len(reached.get(sid, ())), len(completed.get(sid, ()))
@@ -119,7 +116,7 @@ def journey_stats(*, journey: Journey, segment: Any = None, since: dt.date | Non
         splits.append({"step": sid, "paths": results})
     evaluations = [
         {"step": step, "name": name, "count": count, "mean": round(statistics.fmean(values), 3) if values else None}
-        for (step, name), (count, values) in _evaluations(journey, ids if segment or since or until else None).items()
+        for (step, name), (count, values) in _evaluations(journey, ids if filtered else None).items()
     ]
     low, high = wilson(len(converted), entries)
     return {
