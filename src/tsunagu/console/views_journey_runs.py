@@ -57,6 +57,8 @@ ACTION_LABELS = {
     "exited": gettext_lazy("Exited"),
     "failed": gettext_lazy("Failed"),
     "notified": gettext_lazy("Notified"),
+    "response": gettext_lazy("Webhook answered"),
+    "merged": gettext_lazy("Followed a merged profile"),
 }
 RUN_ACTIONS = {"pause": run_pause, "resume": run_resume, "cancel": run_cancel}
 
