@@ -10,7 +10,7 @@ from typing import Any
 from django.http import HttpRequest
 from ninja import Router, Status
 
-from tsunagu.core.errors import ValidationError
+from tsunagu.core.errors import NotFound, ValidationError
 from tsunagu.core.pagination import check_limit, decode_cursor, encode_cursor
 from tsunagu.journeys.dryrun import journey_dry_run
 from tsunagu.journeys.schemas import (
@@ -161,7 +161,10 @@ def stats(request: HttpRequest, key: str, segment: str | None = None, since: str
     from tsunagu.segments.selectors import segment_get
 
     journey = journey_get(workspace=_ws(request), key=key)
-    seg = segment_get(workspace=journey.workspace, key=segment) if segment else None
+    try:
+        seg = segment_get(workspace=journey.workspace, key=segment) if segment else None
+    except NotFound as exc:  # the query parameter at fault is ``segment``, not the journey's ``key``
+        raise NotFound(exc.message, field="segment") from None
     return journey_stats(journey=journey, segment=seg, since=_date(since, "since"), until=_date(until, "until"))
 
 

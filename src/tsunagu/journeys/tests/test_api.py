@@ -175,3 +175,11 @@ def test_migrating_moves_runs_by_step_id_and_refuses_those_whose_step_is_gone(re
     assert api.post(f"{API}/journeys/welcome/migrate", {"from_version": 1, "to_version": 9})[0] == 404
     assert api.post(f"{API}/journeys/welcome/migrate", {"from_version": "one", "to_version": 2})[1]["field"] \
         == "from_version"
+
+
+def test_stats_name_the_filter_at_fault(ready: Any, api: Any) -> None:
+    _create(api)
+    status, body = api.get(f"{API}/journeys/welcome/stats", segment="nobody")
+    assert (status, body["field"]) == (404, "segment")
+    status, body = api.get(f"{API}/journeys/welcome/stats", since="someday")
+    assert (status, body["field"]) == (400, "since")
