@@ -3,8 +3,6 @@ Webhooks, stored encrypted, made on first use; rotating it is audited."""
 
 from __future__ import annotations
 
-import base64
-import os
 from typing import Any
 
 from django.db import transaction
@@ -13,11 +11,8 @@ from tsunagu.core import clock
 from tsunagu.core.permissions import Perm, authorize
 from tsunagu.core.services import audit_record
 from tsunagu.journeys.models import Journey, JourneySecret
+from tsunagu.messaging.channels.webhook import secret_generate
 from tsunagu.messaging.secrets import secrets_decrypt, secrets_encrypt
-
-
-def _generate() -> str:
-    return "whsec_" + base64.b64encode(os.urandom(32)).decode()
 
 
 def webhook_secret_of(journey: Journey) -> str:
@@ -26,7 +21,7 @@ def webhook_secret_of(journey: Journey) -> str:
     if row is None:
         with transaction.atomic():
             row, _ = JourneySecret.objects.get_or_create(
-                journey=journey, defaults={"secret": secrets_encrypt({"secret": _generate()})})
+                journey=journey, defaults={"secret": secrets_encrypt({"secret": secret_generate()})})
     return str(secrets_decrypt(row.secret)["secret"])
 
 
@@ -36,7 +31,7 @@ def journey_webhook_secret(*, journey: Journey, actor: Any, rotate: bool = False
     authorize(actor=actor, workspace=journey.workspace, perm=Perm.JOURNEYS)
     if not rotate:
         return webhook_secret_of(journey)
-    secret = _generate()
+    secret = secret_generate()
     with transaction.atomic():
         sealed = secrets_encrypt({"secret": secret})
         JourneySecret.objects.update_or_create(journey=journey, defaults={"secret": sealed, "rotated_at": clock.now()})

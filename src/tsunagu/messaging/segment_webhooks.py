@@ -21,11 +21,9 @@ Webhooks recommends — rotating one receiver's does not touch the others.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import http.client
 import logging
-import os
 import secrets as pysecrets
 import time
 from typing import Any
@@ -43,6 +41,7 @@ from tsunagu.core.services import audit_record
 from tsunagu.core.worker import worker_task
 from tsunagu.customers.models import Customer
 from tsunagu.messaging import netguard
+from tsunagu.messaging.channels.webhook import secret_generate
 from tsunagu.messaging.models import SegmentWebhook, SegmentWebhookBatch
 from tsunagu.messaging.secrets import secrets_decrypt, secrets_encrypt
 from tsunagu.segments.models import MembershipChange, Segment
@@ -67,17 +66,13 @@ class _Taken(Exception):
 
 # -- the secret -------------------------------------------------------------------------------------------
 
-def _secret_generate() -> str:
-    return "whsec_" + base64.b64encode(os.urandom(32)).decode()
-
-
 def _secret_of(segment: Segment) -> str:
     """The segment's signing secret, made (and stored encrypted) on first use."""
     row = SegmentWebhook.objects.filter(segment=segment).first()
     if row is None:
         with transaction.atomic():
             row, _ = SegmentWebhook.objects.get_or_create(
-                segment=segment, defaults={"secret": secrets_encrypt({"secret": _secret_generate()})})
+                segment=segment, defaults={"secret": secrets_encrypt({"secret": secret_generate()})})
     return str(secrets_decrypt(row.secret)["secret"])
 
 
@@ -88,7 +83,7 @@ def segment_webhook_secret(*, segment: Segment, actor: Any, rotate: bool = False
     authorize(actor=actor, workspace=segment.workspace, perm=Perm.SEGMENTS)
     if not rotate:
         return _secret_of(segment)
-    secret = _secret_generate()
+    secret = secret_generate()
     with transaction.atomic():
         now = clock.now()
         updated = SegmentWebhook.objects.filter(segment=segment).update(
