@@ -13,7 +13,7 @@ from django.test import Client
 
 from tsunagu.core.permissions import SYSTEM
 from tsunagu.messaging.consent import consent_set
-from tsunagu.messaging.links import links_for, preferences_token
+from tsunagu.messaging.links import links_for, preferences_token, unsubscribe_token
 from tsunagu.messaging.models import Consent
 from tsunagu.messaging.selectors import send_attempts
 from tsunagu.messaging.services import channel_create, communication_create, send_create
@@ -69,7 +69,9 @@ def test_a_forged_or_altered_token_gets_a_page_that_tells_nothing(shop: Any) -> 
         good[:-2] + ("AA" if not good.endswith("AA") else "BB"),
         f"/m/p/{shop.pk}",
         # Another customer's id under this customer's signature.
-        "/m/p/" + preferences_token(shop.pk + 1).rsplit(":", 1)[0] + ":" + preferences_token(shop.pk).rsplit(":", 1)[1],
+        "/m/p/" + preferences_token(shop.pk + 1).split(".")[0] + "." + preferences_token(shop.pk).split(".")[1],
+        # An unsubscribe token's signature of the same text is not a preference page's.
+        "/m/p/" + unsubscribe_token(str(shop.pk)),
         "/m/p/" + signing.dumps(shop.pk, salt="another purpose"),
         "/m/p/" + preferences_token(999999),  # ours, but no such customer
     ]
@@ -81,6 +83,15 @@ def test_a_forged_or_altered_token_gets_a_page_that_tells_nothing(shop: Any) -> 
             assert "hanako" not in body and "山田" not in body and "Shop A" not in body
             assert "<form" not in body
     assert not Consent.objects.exists()
+
+
+def test_a_page_link_in_a_message_sent_before_still_opens(shop: Any) -> None:
+    # Earlier messages linked tokens of Django's signing ("payload:signature"); they stay valid.
+    old = signing.dumps(shop.pk, salt="tsunagu.messaging.preferences", compress=False)
+    assert ":" in old and old != preferences_token(shop.pk)
+    response = Client().get(f"/m/p/{old}")
+    assert response.status_code == 200
+    assert "<form" in response.content.decode()
 
 
 def test_the_post_needs_the_pages_csrf_token(shop: Any) -> None:
