@@ -6,8 +6,9 @@ directory. The append side times, in CPU time of the thread, the ordinary path's
 (``parse_event``) and encoding for the log (``codec.encode``), then the fast path (``fastpath.encode_batch``)
 on the same bodies and the durable append of its records (``get_log().append``: commit and fsync). The apply side
 then times the applier's phases on the log it filled, per chunk: read + decode + ``prepare``, dedup,
-profile load/resolve/flush and the event insert (``apply_prepared``, cProfile'd with ``--profile``), and the
-commit. The first half of the log warms the database (creates the profiles); the second half is measured.
+profile load/resolve/flush and the event insert (``prepare`` and ``apply_prepared``, cProfile'd with
+``--profile``), and the commit. The first half of the log warms the database (creates the profiles);
+the second half is measured.
 ``--prefill N`` then stores N more events (and their dedup keys) by SQL before the measured half, to see
 how the applier behaves on a large event table (the dedup structure and the timeline index grow with it).
 """
@@ -158,9 +159,13 @@ def _run(args: argparse.Namespace) -> None:
         p0 = time.process_time()
         c0 = time.perf_counter()
         prepared = []
+        if profiler and i >= half:
+            profiler.enable()
         for record in chunk:
             source.workspace = workspace
             prepared.extend(apply.prepare(source, codec.decode(record.body), record.received_at))
+        if profiler and i >= half:
+            profiler.disable()
         c1 = time.perf_counter()
         with pause(), transaction.atomic():
             if profiler and i >= half:
@@ -185,7 +190,7 @@ def _run(args: argparse.Namespace) -> None:
     for name, value in stages.items():
         print(f"    {name:<20}{_us(value, measured)} per event")
     if profiler:
-        pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(40)
 
 
 def _stage_timers() -> dict[str, float]:

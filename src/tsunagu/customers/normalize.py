@@ -7,6 +7,7 @@ so 「ヤマダ」, 「ﾔﾏﾀﾞ」 and 「やまだ」 all match.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -62,6 +63,17 @@ def normalize_id(value: object) -> str | None:
         value = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
     if not isinstance(value, str):
         return None
+    return _normalize_id_text(value)
+
+
+# The normalisers are pure functions of a string, and the applier asks the same ones again and again (a
+# customer's anonymousId and userId in each of their events): cached, they cost a dict lookup. Bounded,
+# so memory stays flat whatever the number of distinct values.
+_CACHE_SIZE = 1 << 16
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _normalize_id_text(value: str) -> str | None:
     text = nfkc(value)
     if is_placeholder(text) or len(text) > 255:
         return None
@@ -71,6 +83,11 @@ def normalize_id(value: object) -> str | None:
 def normalize_email(value: object) -> str | None:
     if not isinstance(value, str):
         return None
+    return _normalize_email_text(value)
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _normalize_email_text(value: str) -> str | None:
     text = nfkc(value).lower()
     # No placeholder holds an "@", so the local part is the one to check.
     if "@" not in text or len(text) > 254 or " " in text:
@@ -83,10 +100,15 @@ def normalize_email(value: object) -> str | None:
 
 def normalize_phone(value: object, region: str = "JP") -> str | None:
     """A phone number in E.164 (``+819012345678``), or None if it cannot be a phone number."""
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
         return None
+    return _normalize_phone_text(value, region)
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _normalize_phone_text(value: str, region: str) -> str | None:
     text = nfkc(value)
     if is_placeholder(text) or len(text) > 40:
         return None

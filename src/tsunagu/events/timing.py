@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Any
 
 from tsunagu.events.models import Channel, Source
@@ -37,12 +38,23 @@ def event_channel(*, source: Source, context: dict[str, Any]) -> str:
         if folded in _CONTEXT_CHANNELS:
             return _CONTEXT_CHANNELS[folded]
     library = context.get("library")
-    if isinstance(library, dict) and isinstance(library.get("name"), str):
-        lib = library["name"].lower()
-        for prefix, channel in _LIBRARY_CHANNELS:
-            if lib.startswith(prefix):
+    if isinstance(library, dict):
+        name = library.get("name")
+        if isinstance(name, str):
+            channel = _library_channel(name)
+            if channel is not None:
                 return channel
     return source.channel
+
+
+@functools.lru_cache(maxsize=1024)
+def _library_channel(name: str) -> str | None:
+    # Cached: a workspace's events come from a handful of SDK names, and this runs for every event.
+    lib = name.lower()
+    for prefix, channel in _LIBRARY_CHANNELS:
+        if lib.startswith(prefix):
+            return channel
+    return None
 
 
 def event_timestamp(*, event: ParsedEvent, received_at: dt.datetime) -> dt.datetime:

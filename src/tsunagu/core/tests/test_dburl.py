@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
+from django.test import override_settings
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tsunagu.core.dburl import DatabaseUrlError, database_from_url
 
@@ -41,3 +46,22 @@ def test_postgres_parts():
         "tsunagu",
     )
     assert db["OPTIONS"]["sslmode"] == "require"
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.datetimes(min_value=dt.datetime(1, 1, 2), max_value=dt.datetime(9999, 12, 30)),
+    st.sampled_from([None, dt.UTC, dt.timezone(dt.timedelta(hours=9)), dt.timezone(dt.timedelta(hours=-5))]),
+)
+def test_datetime_param_writes_what_djangos_sqlite_backend_writes(value, zone):
+    from django.db import connection
+    from django.db.backends.sqlite3.operations import DatabaseOperations
+
+    from tsunagu.core.dburl import datetime_param
+
+    if zone is not None:
+        value = value.replace(tzinfo=zone)
+    # SQLite's adaptation, whichever backend the suite runs on (it reads only the connection's time zone).
+    ops = DatabaseOperations(connection)
+    with override_settings(USE_TZ=True):
+        assert datetime_param(value, "sqlite") == ops.adapt_datetimefield_value(value)
