@@ -33,7 +33,7 @@ from tsunagu.core.models import Workspace
 from tsunagu.core.permissions import System
 from tsunagu.journeys import sql
 from tsunagu.journeys.definition import JOURNEY_HEAD, Plan, Step
-from tsunagu.journeys.models import Await, Journey, JourneyVersion, Run, RunHistory, RunSend, Task, TraitUpdate
+from tsunagu.journeys.models import Await, Journey, JourneyVersion, Run, RunSend, Task, TraitUpdate
 from tsunagu.journeys.plans import JourneyFacts, iso, plan_of, split_bucket, split_path
 from tsunagu.segments.rule.pyeval import evaluate
 from tsunagu.segments.rule.values import DATE_RE, context, path_get
@@ -87,7 +87,7 @@ class Turn:
     """What a turn writes, gathered and written together at its end."""
 
     now: dt.datetime
-    history: list[RunHistory] = field(default_factory=list)
+    history: list[sql.HistoryRow] = field(default_factory=list)
     awaits: list[Await] = field(default_factory=list)
     awaits_done: list[int] = field(default_factory=list)
     run_sends: list[RunSend] = field(default_factory=list)
@@ -118,8 +118,7 @@ class Turn:
         return run
 
     def note(self, run: Run, step: str, action: str, outcome: Any = None, actor: str = "") -> None:
-        self.history.append(RunHistory(run_id=run.pk, journey_id=run.journey_id, step=step, action=action,
-                                       at=self.now, outcome=outcome, actor=actor))
+        self.history.append(sql.HistoryRow(run.pk, run.journey_id, step, action, self.now, outcome, actor))
 
 
 class Wait:
@@ -216,7 +215,7 @@ def _flush(runs: list[Run], turn: Turn) -> None:
     if turn.awaits_done:
         Await.objects.filter(run_id__in=turn.awaits_done).delete()
     sql.rows_insert(Await, turn.awaits)
-    sql.rows_insert(RunHistory, turn.history)
+    sql.history_insert(turn.history)
     sql.rows_insert(RunSend, turn.run_sends)
     sql.rows_insert(Task, turn.tasks)
     if turn.traits:

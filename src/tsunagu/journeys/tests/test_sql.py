@@ -112,6 +112,32 @@ def test_rows_insert_writes_what_bulk_create_writes(workspace: Any, journey: Any
     assert raw_traits[0]["created_at"] == now
 
 
+def test_history_insert_writes_what_bulk_create_writes(workspace: Any, journey: Any) -> None:
+    now = clock.now().replace(microsecond=654321)
+    later = now.replace(microsecond=0)  # a second instant, and one whose text has no fraction
+    journey_row, _ = journey
+    orm_runs, raw_runs = _runs(workspace, *journey, "orm-"), _runs(workspace, *journey, "raw-")
+    outcomes = [None, {"outcome": "送信済み", "n": 1.5, "ok": True, "list": [1, None]}, {}]
+
+    RunHistory.objects.bulk_create([
+        RunHistory(run_id=r.pk, journey_id=journey_row.pk, step=f"s{i}", action="step", at=now if i else later,
+                   outcome=outcomes[i], actor="user 山田" if i == 2 else "")
+        for i, r in enumerate(orm_runs)
+    ])
+    sql.history_insert([
+        sql.HistoryRow(r.pk, journey_row.pk, f"s{i}", "step", now if i else later, outcomes[i],
+                       "user 山田" if i == 2 else "")
+        for i, r in enumerate(raw_runs)
+    ])
+    for orm_run, raw_run in zip(orm_runs, raw_runs, strict=True):
+        a = _row(RunHistory.objects.get(run_id=orm_run.pk), skip=("id", "run_id"))
+        b = _row(RunHistory.objects.get(run_id=raw_run.pk), skip=("id", "run_id"))
+        assert b == a
+    # No outcome is SQL NULL, as the ORM writes it, not JSON null.
+    assert RunHistory.objects.filter(run_id=raw_runs[0].pk, outcome__isnull=True).exists()
+    assert RunHistory.objects.get(run_id=raw_runs[0].pk).at == later
+
+
 def test_history_for_runs_writes_what_bulk_create_writes(workspace: Any) -> None:
     journey = journey_create(workspace=workspace, key="h", name="h", definition=DEFINITION, actor=SYSTEM)
     version = journey_publish(journey=journey, actor=SYSTEM)
