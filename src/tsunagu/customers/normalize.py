@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from typing import Any
 
 import jaconv
 import phonenumbers
@@ -63,13 +64,20 @@ def normalize_id(value: object) -> str | None:
         value = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
     if not isinstance(value, str):
         return None
-    return _normalize_id_text(value)
+    return _cached(_normalize_id_text, value)
 
 
 # The normalisers are pure functions of a string, and the applier asks the same ones again and again (a
-# customer's anonymousId and userId in each of their events): cached, they cost a dict lookup. Bounded,
-# so memory stays flat whatever the number of distinct values.
+# customer's anonymousId and userId in each of their events): cached, they cost a dict lookup. Bounded in
+# entries and in the length of what is cached, so memory stays small whatever the traffic sends.
 _CACHE_SIZE = 1 << 16
+_CACHED_LENGTH = 320
+
+
+def _cached(normalize: Any, value: str, *args: str) -> str | None:
+    if len(value) > _CACHED_LENGTH:
+        return normalize.__wrapped__(value, *args)
+    return normalize(value, *args)
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
@@ -83,7 +91,7 @@ def _normalize_id_text(value: str) -> str | None:
 def normalize_email(value: object) -> str | None:
     if not isinstance(value, str):
         return None
-    return _normalize_email_text(value)
+    return _cached(_normalize_email_text, value)
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
@@ -104,7 +112,7 @@ def normalize_phone(value: object, region: str = "JP") -> str | None:
         value = str(value)
     if not isinstance(value, str):
         return None
-    return _normalize_phone_text(value, region)
+    return _cached(_normalize_phone_text, value, region)
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
