@@ -1,8 +1,9 @@
 """Links tsunagu puts in messages (one-click unsubscribe, preferences) and the base URL they are built on.
 
-A token is the delivery key and an HMAC of it (the secret key), so a link names its delivery without a
-database lookup and cannot be forged to unsubscribe someone else. Tokens made with Django's signing
-(links in messages sent before) stay valid.
+A token is what it names — the delivery key (unsubscribe) or the customer id (preference page) — and an
+HMAC of it under the secret key, each purpose its own, so a link names its delivery or customer without a
+database lookup and cannot be forged for someone else. Tokens made with Django's signing (links in
+messages sent before) stay valid.
 """
 
 from __future__ import annotations
