@@ -21,8 +21,10 @@ from tsunagu.testing.pipeline import ingestion
 pytestmark = pytest.mark.live
 
 WORKSPACES = 4
-BATCHES = 30  # per workspace and web server
 BATCH = 50
+PACE = 0.05  # seconds between one stream's batches
+MAX_BATCHES_BEFORE_KILL = 100  # per stream: bounds the backlog if the kill is slow to come
+TAIL_BATCHES = 10  # per stream, sent after the kill
 
 
 def events(tag: str, seq: int) -> list[dict[str, Any]]:
@@ -73,22 +75,42 @@ def test_two_webs_two_workers_and_a_worker_killed(live_server_factory):
 
         wait_for(second_ready, 30, "the second web server")
 
+        # Both workers must be up before the stream starts: on a loaded machine one can take seconds
+        # longer to import, and the first would otherwise apply the whole stream alone.
+        worker_log = server.data_dir / "spawned-worker.log"
+
+        def both_workers_started() -> bool:
+            text = worker_log.read_text(errors="replace") if worker_log.exists() else ""
+            return all(f":{w.pid}:applier started" in text for w in workers)
+
+        wait_for(both_workers_started, 60, "both workers to start")
+
         acked: dict[str, int] = {slug: 0 for slug, _k, _t in tenants}
         lock = threading.Lock()
         failures: list[str] = []
+        killed = threading.Event()
 
         def stream(url: str, slug: str, key: str) -> None:
+            # Paced, and kept going until the kill, so that the workers always have something to take
+            # whatever the machine's speed; then a fixed tail that only the survivor can apply.
             session = requests.Session()
             session.auth = (key, "")
-            for seq in range(BATCHES):
+            seq = after_kill = 0
+            while after_kill < TAIL_BATCHES:
+                if seq >= MAX_BATCHES_BEFORE_KILL and not killed.is_set():
+                    killed.wait(120)
                 response = session.post(
                     f"{url}/v1/batch", json={"batch": events(f"{slug}-{url[-5:]}", seq)}, timeout=30
                 )
+                seq += 1
+                if killed.is_set():
+                    after_kill += 1
                 if response.status_code != 200:
                     failures.append(f"{response.status_code} {response.text[:200]}")
                     continue
                 with lock:
                     acked[slug] += BATCH
+                time.sleep(PACE)
 
         threads = [threading.Thread(target=stream, args=(url, slug, key)) for url in urls for slug, key, _t in tenants]
         for t in threads:
@@ -107,17 +129,22 @@ def test_two_webs_two_workers_and_a_worker_killed(live_server_factory):
             return len(seen) >= 2 and str(workers[0].pid) in now
 
         # Killed while it holds a lease: the survivor can only take that workspace once the lease runs out.
-        wait_for(both_took_work_and_the_first_holds_one, 60, "both workers to hold leases")
+        try:
+            wait_for(both_took_work_and_the_first_holds_one, 90, "both workers to hold leases")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; seen {seen}; worker log:\n{worker_log.read_text()[-4000:]}") from None
+        finally:
+            killed.set()
         workers[0].send_signal(signal.SIGKILL)
         workers[0].wait(timeout=10)
         for t in threads:
-            t.join(timeout=120)
+            t.join(timeout=180)
         assert failures == []
 
-        total = WORKSPACES * len(urls) * BATCHES * BATCH
-        assert sum(acked.values()) == total
+        assert not any(t.is_alive() for t in threads)
+        total = sum(acked.values())
         for slug, _key, token in tenants:
-            status = server.wait_applied(token, timeout=120)
+            status = server.wait_applied(token, timeout=180)
             assert status["applied"] == acked[slug] and status["duplicates"] == 0, (slug, status)
         ((stored,),) = server.query("SELECT COUNT(*) FROM events_event")
         ((distinct,),) = server.query("SELECT COUNT(DISTINCT message_id) FROM events_event")
