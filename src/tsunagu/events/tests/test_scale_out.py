@@ -67,6 +67,7 @@ def test_two_webs_two_workers_and_a_worker_killed(live_server_factory):
     processes = [second, *workers]
     try:
         urls = [server.url, f"http://127.0.0.1:{second_port}"]
+
         def second_ready() -> bool:
             try:
                 return requests.get(f"{urls[1]}/readyz", timeout=1).ok
