@@ -65,6 +65,8 @@ class _Compiler:
         self.restrict = restrict
         self.params: list[Any] = []
         self.pg = vendor == "postgresql"
+        # Within an ``all``: the indexed sets its members must be in (``_sibling_sets``), for event subqueries.
+        self.siblings: list[tuple[str, list[Any]]] = []
         t = catalog.tables
         self.t_event, self.t_member, self.t_value = t["event"], t["membership"], t["computed_value"]
 
@@ -84,11 +86,21 @@ class _Compiler:
 
     def node(self, node: Node) -> str:
         if isinstance(node, And):
-            return "(" + " AND ".join(self.node(c) for c in node.children) + ")"
+            # A customer matching the ``all`` is in each of its indexed siblings, so anything below it
+            # (an ``any``'s branch or a ``not`` included) may be evaluated among those customers only.
+            outer = self.siblings
+            self.siblings = outer + self._sibling_sets(node)
+            try:
+                return "(" + " AND ".join(self.node(c) for c in node.children) + ")"
+            finally:
+                self.siblings = outer
         if isinstance(node, Or):
             return "(" + " OR ".join(self.node(c) for c in node.children) + ")"
         if isinstance(node, Not):
             return f"(NOT {self.node(node.child)})"
+        return self._leaf(node)
+
+    def _leaf(self, node: Node) -> str:
         if isinstance(node, Trait):
             if node.field:
                 return self.field(node.field, node.cmp)
@@ -99,7 +111,7 @@ class _Compiler:
             seg = self.catalog.segments.get(node.key)
             if seg is None:
                 return "FALSE"
-            return f"c.id IN (SELECT customer_id FROM {self.t_member} WHERE segment_id = {self.p(seg)})"
+            return f"c.id IN ({self._members(seg)})"
         if isinstance(node, Consent):
             if not _consent_sql:
                 return "FALSE"
@@ -117,17 +129,51 @@ class _Compiler:
         zero = aggregate in ZERO_DEFAULT and not node.path
         if node.cmp.op == "not_exists" and zero:
             return "FALSE"  # a missing row means 0
-        # Parameters are taken in text order: the trait id before the value's.
-        rows = f"SELECT customer_id FROM {self.t_value} WHERE trait_id = {self.p(trait_id)}"  # noqa: S608
         if node.cmp.op == "not_exists":
             # Missing: no row, or a row whose value at the path is missing.
-            return f"c.id NOT IN ({rows} AND {self.value_leaf(Cmp('exists'), node.path)})"
+            return f"c.id NOT IN ({self._rows(trait_id)} AND {self.value_leaf(Cmp('exists'), node.path)})"
         if zero and _zero_holds(node.cmp, self.ctx):
             # 0 satisfies it, and a customer without a row has 0: everyone but those whose value does not.
-            return f"c.id NOT IN ({rows} AND NOT {self.value_leaf(node.cmp, node.path)})"
+            return f"c.id NOT IN ({self._rows(trait_id)} AND NOT {self.value_leaf(node.cmp, node.path)})"
+        return f"c.id IN ({self._holders(node)})"
+
+    def _rows(self, trait_id: int) -> str:
+        # Parameters are taken in text order: the trait id before the value's.
+        return f"SELECT customer_id FROM {self.t_value} WHERE trait_id = {self.p(trait_id)}"  # noqa: S608
+
+    def _holders(self, node: Computed) -> str:
+        """The customers whose value satisfies ``node``, for a computed condition 0 does not satisfy."""
         # Inside the subquery's WHERE a NULL only drops the row, so the bare comparison is enough — and lets
         # SQLite range-scan computed_value_num_idx (a COALESCE around it would not).
-        return f"c.id IN ({rows} AND {self.value_leaf(node.cmp, node.path, bare=True)})"
+        rows = self._rows(self.catalog.computed[node.key][0])
+        return f"{rows} AND {self.value_leaf(node.cmp, node.path, bare=True)}"
+
+    def _members(self, segment_id: int) -> str:
+        return f"SELECT customer_id FROM {self.t_member} WHERE segment_id = {self.p(segment_id)}"  # noqa: S608
+
+    def _sibling_sets(self, node: And) -> list[tuple[str, list[Any]]]:
+        """The children of an ``all`` that are an indexed set of customers (a computed condition 0 does not
+        satisfy, a segment), as subqueries with their parameters. An event condition among the siblings
+        groups only these customers' events: ``c IN A AND c IN E`` is ``c IN A AND c IN (E ∩ A)``, and ``c IN
+        A AND c NOT IN E`` is ``c IN A AND c NOT IN (E ∩ A)`` — the same customers, a smaller GROUP BY."""
+        out = []
+        for child in node.children:
+            saved, self.params = self.params, []
+            try:
+                if isinstance(child, InSegment) and child.key in self.catalog.segments:
+                    out.append((self._members(self.catalog.segments[child.key]), self.params))
+                elif isinstance(child, Computed) and self._indexed(child):
+                    out.append((self._holders(child), self.params))
+            finally:
+                self.params = saved
+        return out
+
+    def _indexed(self, node: Computed) -> bool:
+        found = self.catalog.computed.get(node.key)
+        if found is None or node.cmp.op == "not_exists":
+            return False
+        zero = found[1] in ZERO_DEFAULT and not node.path
+        return not (zero and _zero_holds(node.cmp, self.ctx))
 
     def value_leaf(self, cmp: Cmp, path: tuple[str, ...], *, bare: bool = False) -> str:
         # Whole numeric values are in ``num`` (indexed): a range scan instead of parsing every value.
@@ -153,11 +199,22 @@ class _Compiler:
         where.append("e.customer_id IS NOT NULL")
         if self.restrict is not None:
             where.append(self.ids_in("e.customer_id"))
+        else:
+            for sql, params in self.siblings:
+                where.append(f"e.customer_id IN ({sql})")
+                self.params.extend(params)
         where += [self.json_leaf("e.properties", p.path, p.cmp) for p in node.where]
         having = self.count("count(*)", node.count)
         # For a few customers (the applier's chunk), read each one's timeline rather than the workspace's
-        # range of the name in the window: SQLite, without statistics, would pick the latter.
-        hint = " INDEXED BY event_timeline_idx" if self.restrict is not None and not self.pg else ""
+        # range of the name in the window: SQLite, without statistics, would pick the latter. For the whole
+        # workspace, the name's range in the window: restricted to a sibling's customers, SQLite would walk
+        # each one's whole timeline instead (6.7 s against 0.5-1 s on the segments benchmark's dataset).
+        if self.pg:
+            hint = ""
+        elif self.restrict is not None:
+            hint = " INDEXED BY event_timeline_idx"
+        else:
+            hint = " INDEXED BY event_name_time_idx" if node.type == "track" and self.siblings else ""
         body = f"SELECT e.customer_id FROM {e} e{hint} WHERE {' AND '.join(where)} GROUP BY e.customer_id"
         if count_holds(0, node.count):
             return f"c.id NOT IN ({body} HAVING NOT ({having}))"
