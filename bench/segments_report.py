@@ -133,13 +133,13 @@ def _live(args: argparse.Namespace, live: dict[str, Any]) -> list[str]:
         f"Creating them (each populated over the whole workspace by `segment_create`) took "
         f"{live['create_total_s']:.0f} s in all, {live['create_median_s']:.2f} s median.",
         "",
-        "Per event of the traffic sent (the published segment events are applied in the same call, and "
-        "count in its time):",
+        "Per event of the traffic sent (the reaction stores a Segment Entered / Exited event for each entry "
+        "and exit in the same transaction; that counts in its time):",
         "",
         "| live segments | applied events/s | CPU µs per event | segments reaction, CPU µs per event (of which "
         "computed traits) | publishing its changes after commit, CPU µs per event "
         "| affected (event, segment) pairs per event | (customer, segment) re-evaluations per event "
-        "| membership queries per run | Segment Entered/Exited events published per run | load |",
+        "| membership queries per run | Segment Entered/Exited events stored per run | load |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in s["rows"]:

@@ -67,6 +67,9 @@ class Touch:
     event_type: str
     traits: dict[str, Any] | None = None
     lookup_only: list[Key] = field(default_factory=list)
+    # False for tsunagu's own notes about the customer (a segment entered): they resolve the profile but
+    # are not its activity (first/last seen, channels, event_count).
+    activity: bool = True
 
 
 @dataclass(slots=True)
@@ -278,6 +281,8 @@ class ProfileBatch:
                 if when >= customer.trait_times.get(name, 0):
                     customer.traits[name] = value
                     customer.trait_times[name] = when
+        if not touch.activity:
+            return
         if customer.first_seen is None or ts < customer.first_seen:
             customer.first_seen = ts
         if customer.last_seen is None or ts > customer.last_seen:

@@ -45,6 +45,9 @@ _EVENT_COLUMNS = (
     "context",
 )
 _EVENT_JSON_COLUMNS = frozenset({"properties", "traits", "context"})
+# messageIds of the events tsunagu writes about a customer that are not the customer's activity: segment
+# entries and exits, whether stored by the reaction (``derived_store``) or appended by the outbox.
+SEGMENT_CHANGE_PREFIX = "tsunagu:segment-change:"
 _INGEST_LOCK_CLASS = 0x7453  # first key of PostgreSQL advisory locks taken by ingestion ("tS")
 
 
@@ -105,6 +108,7 @@ def prepare(source: Source, events: list[ParsedEvent], received_at: dt.datetime)
             message_id=event.message_id,
             event_type=event.type,
             traits=event.traits if event.type == "identify" else None,
+            activity=not event.message_id.startswith(SEGMENT_CHANGE_PREFIX),
         )
         head = (
             workspace_id,
@@ -203,3 +207,40 @@ def apply_prepared(workspace: Workspace, events: list[Prepared]) -> ApplyResult:
     _insert_events(rows, connection.vendor)
     result.stored = len(rows)
     return result
+
+
+@dataclass(slots=True)
+class Derived:
+    """An event tsunagu itself derives, in the applier's transaction, about a customer it already knows
+    (``Segment Entered`` when an applied event moves a profile into a segment)."""
+
+    message_id: str
+    event: str
+    customer_id: int
+    user_id: str
+    timestamp: dt.datetime
+    properties: dict[str, Any]
+
+
+def derived_store(source: Source, events: list[Derived]) -> list[AppliedEvent]:
+    """Store derived track events on their customers' timelines with one executemany, and return them as
+    reactions see events. Inside the caller's transaction. Their customers are known and their messageIds
+    unique by construction, so there is no dedup and no identity resolution; and no profile changes,
+    since nothing the customer did happened ($last_seen stays the customer's own)."""
+    if not events:
+        return []
+    vendor = connection.vendor
+    channel = source.channel
+    context = json_param({"channel": channel})
+    empty = json_param({})
+    rows = []
+    out = []
+    for d in events:
+        ts = datetime_param(d.timestamp, vendor)
+        rows.append((source.workspace_id, source.pk, d.message_id, "track", d.event, "", d.user_id, "", "", "",
+                     d.customer_id, channel, ts, None, None, ts, json_param(d.properties), empty, context))
+        out.append(AppliedEvent(message_id=d.message_id, type="track", event=d.event, name="",
+                                customer_id=d.customer_id, source_id=source.pk, channel=channel,
+                                timestamp=d.timestamp, received_at=d.timestamp, properties=d.properties, traits={}))
+    _insert_events(rows, vendor)
+    return out

@@ -26,6 +26,7 @@ from tsunagu.core.models import Workspace
 from tsunagu.core.permissions import Perm, authorize
 from tsunagu.core.services import audit_record
 from tsunagu.events import codec
+from tsunagu.events.apply import AppliedEvent, Derived, derived_store
 from tsunagu.events.log import get_log
 from tsunagu.events.models import Channel, Source
 from tsunagu.events.selectors import ingestion_pending
@@ -117,6 +118,16 @@ def _check_backlog(workspace_id: int) -> None:
             f"the workspace has {pending} events waiting to be applied (limit {limit}); retry later",
             retry_after=int(settings.TSUNAGU_INGEST_RETRY_AFTER),
         )
+
+
+def events_derive(*, source: Source, events: list[Derived]) -> list[AppliedEvent]:
+    """Store events that a reaction derives about customers it already knows (a segment's entries and
+    exits), inside the applier's transaction, and return them as reactions see events: the applier's
+    later reactions (journeys) take them in the same transaction, so a ``Segment Entered`` starts its run in
+    the commit of the event that caused it. Nothing goes through the ingest log: no dedup (their messageIds
+    are unique by construction), no identity resolution, no profile change. Must run in a transaction; an
+    error propagates and rolls the caller's chunk back."""
+    return derived_store(source, events)
 
 
 def events_append(

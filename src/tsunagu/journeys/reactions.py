@@ -1,7 +1,7 @@
 """Journeys' reaction to applied events, in the applier's transaction, after segments (whose entries it reads
-as ``Segment Entered`` events of a later chunk): entries, awaited events, goals and delivery outcomes are
-matched by ``journeys.matching``; the runs an event entered or woke go on in this transaction, and the engine
-is woken after commit only for those left over."""
+as the ``Segment Entered`` events segments add to the same chunk): entries, awaited events, goals and
+delivery outcomes are matched by ``journeys.matching``; the runs an event entered or woke go on in this
+transaction, and the engine is woken after commit only for those left over."""
 
 from __future__ import annotations
 

@@ -45,6 +45,8 @@ def parsed_rule(segment: Segment) -> Parsed:
 class Sync:
     entered: set[int] = field(default_factory=set)
     exited: set[int] = field(default_factory=set)
+    # The history rows written, when the caller turns them into events itself (``derive``).
+    changes: list[MembershipChange] = field(default_factory=list)
 
 
 def _chunks(ids: list[int]) -> Iterable[list[int]]:
@@ -54,10 +56,12 @@ def _chunks(ids: list[int]) -> Iterable[list[int]]:
 
 def membership_sync(
     *, segment: Segment, candidates: list[int] | None, reason: str, ctx: Context, cat: Catalog,
-    now: dt.datetime | None = None,
+    now: dt.datetime | None = None, derive: bool = False,
 ) -> Sync:
     """Evaluate ``segment`` for ``candidates`` (every customer of the workspace when None) and record who
-    entered and who left, with ``reason``. In the caller's transaction."""
+    entered and who left, with ``reason``. In the caller's transaction. With ``derive`` the changes are
+    returned in ``Sync.changes`` and marked published: the caller (the applier's reaction) stores their
+    events in the same transaction instead of the outbox."""
     now = now or clock.now()
     parsed = parsed_rule(segment)
     workspace = segment.workspace
@@ -73,11 +77,11 @@ def membership_sync(
                           .values_list("customer_id", flat=True))
             sync.entered |= matched - current
             sync.exited |= current - matched
-    _write(segment, sync, reason, now)
+    _write(segment, sync, reason, now, derive)
     return sync
 
 
-def _write(segment: Segment, sync: Sync, reason: str, now: dt.datetime) -> None:
+def _write(segment: Segment, sync: Sync, reason: str, now: dt.datetime, derive: bool) -> None:
     if not sync.entered and not sync.exited:
         return
     ws = segment.workspace_id
@@ -89,12 +93,15 @@ def _write(segment: Segment, sync: Sync, reason: str, now: dt.datetime) -> None:
         Membership.objects.filter(segment=segment, customer_id__in=part).delete()
     published = reason in _PUBLISHED
     hook = published and bool(segment.webhook_url)
-    MembershipChange.objects.bulk_create(
+    pending = published and not derive
+    changes = MembershipChange.objects.bulk_create(
         [MembershipChange(workspace_id=ws, segment=segment, customer_id=c, entered=entered, at=now, reason=reason,
-                          published_at=None if published else now, webhook_pending=hook)
+                          published_at=None if pending else now, webhook_pending=hook)
          for entered, ids in ((True, sync.entered), (False, sync.exited)) for c in sorted(ids)],
         batch_size=_CHUNK,
     )
+    if derive and published:
+        sync.changes = changes
     Segment.objects.filter(pk=segment.pk).update(member_count=F("member_count") + len(sync.entered) - len(sync.exited))
 
 
@@ -131,13 +138,16 @@ class Touched:
     merged_into: set[int] = field(default_factory=set)
 
 
-def touched_from(events: Iterable[Any], merges: list[tuple[int, int]], computed: dict[str, set[int]]) -> Touched:
+def touched_from(events: Iterable[Any], merges: list[tuple[int, int]], computed: dict[str, set[int]],
+                 derived: bool = False) -> Touched:
+    """``derived``: the events are tsunagu's own (``Segment Entered``), which change no profile field."""
     t = Touched(computed=computed)
     for e in events:
         cid = e.customer_id
         if cid is None:
             continue
-        t.any_event.add(cid)
+        if not derived:
+            t.any_event.add(cid)
         if e.type == "identify":
             t.identified.add(cid)
         elif e.type == "track":
@@ -166,18 +176,21 @@ def candidates(segment: Segment, touched: Touched, changed: dict[str, set[int]])
 
 
 def memberships_apply(*, workspace: Workspace, events: list[Any], merges: list[tuple[int, int]],
-                      computed: dict[str, set[int]]) -> dict[str, Sync]:
+                      computed: dict[str, set[int]], derived: bool = False,
+                      segments: list[Segment] | None = None) -> dict[str, Sync]:
     """The applier's part: re-evaluate each segment for the customers the chunk touched (in the applier's
-    transaction). A profile merged away leaves its segments silently (its events now belong to the profile
-    it was merged into, which is re-evaluated)."""
-    segments = list(Segment.objects.filter(workspace=workspace).select_related("workspace"))
+    transaction); each ``Sync.changes`` holds the published changes, whose events the caller stores. A
+    profile merged away leaves its segments silently (its events now belong to the profile it was merged
+    into, which is re-evaluated). ``derived``: the events are the segment events of an earlier pass."""
+    if segments is None:
+        segments = list(Segment.objects.filter(workspace=workspace).select_related("workspace"))
     if not segments:
         return {}
     now = clock.now()
     gone = [other for _, other in merges]
     if gone:
         _leave_merged(workspace, gone, now)
-    touched = touched_from(events, merges, computed)
+    touched = touched_from(events, merges, computed, derived)
     cat = catalog(workspace)
     ctx = Context(now=now, tz=workspace.timezone or "Asia/Tokyo")
     changed: dict[str, set[int]] = {}
@@ -187,7 +200,7 @@ def memberships_apply(*, workspace: Workspace, events: list[Any], merges: list[t
         if not cands:
             continue
         sync = membership_sync(segment=segment, candidates=list(cands), reason=ChangeReason.EVENT, ctx=ctx, cat=cat,
-                               now=now)
+                               now=now, derive=True)
         results[segment.key] = sync
         changed[segment.key] = sync.entered | sync.exited
     return results

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from django.db import connection, transaction
@@ -15,8 +16,10 @@ from tsunagu.core.errors import Conflict, ValidationError
 from tsunagu.core.models import Workspace
 from tsunagu.core.permissions import Perm, authorize
 from tsunagu.core.services import audit_record
+from tsunagu.customers.models import Customer
 from tsunagu.customers.selectors import event_identities
-from tsunagu.events.services import events_append, system_source
+from tsunagu.events.apply import SEGMENT_CHANGE_PREFIX, AppliedEvent, Derived
+from tsunagu.events.services import events_append, events_derive, system_source
 from tsunagu.events.validation import Invalid, parse_event
 from tsunagu.segments.membership import Sync, membership_sync
 from tsunagu.segments.models import ChangeReason, MembershipChange, Segment
@@ -213,12 +216,36 @@ def _change_payload(change: tuple[Any, ...], who: dict[str, Any]) -> dict[str, A
     return {
         "type": "track",
         "event": "Segment Entered" if entered else "Segment Exited",
-        "messageId": f"tsunagu:segment-change:{pk}",
+        "messageId": f"{SEGMENT_CHANGE_PREFIX}{pk}",
         "timestamp": at.isoformat(),
         "properties": {"segment": key, "segment_name": name, "reason": reason},
         "context": context,
         **who,
     }
+
+
+def segment_changes_derive(*, workspace: Workspace, syncs: Iterable[Sync]) -> list[AppliedEvent]:
+    """Store the ``Segment Entered`` / ``Segment Exited`` events of changes the applier's reaction just made
+    (``Sync.changes``) on the customers' timelines, in the applier's transaction, and return them for the
+    later reactions (journeys start from them in the same commit). The outbox round trip through the
+    ingest log would apply each one as a whole new event. Raises what the insert raises (the chunk rolls
+    back with the changes)."""
+    changes = [c for sync in syncs for c in sync.changes]
+    if not changes:
+        return []
+    users = dict(Customer.objects.filter(pk__in={c.customer_id for c in changes}).values_list("pk", "user_id"))
+    derived = [
+        Derived(
+            message_id=f"{SEGMENT_CHANGE_PREFIX}{c.pk}",
+            event="Segment Entered" if c.entered else "Segment Exited",
+            customer_id=c.customer_id,
+            user_id=users.get(c.customer_id, ""),
+            timestamp=c.at,
+            properties={"segment": c.segment.key, "segment_name": c.segment.name, "reason": c.reason},
+        )
+        for c in changes
+    ]
+    return events_derive(source=system_source(workspace=workspace, name=SOURCE_NAME), events=derived)
 
 
 def segment_changes_publish(*, limit: int = 1000) -> int:

@@ -49,7 +49,8 @@ def test_a_customer_enters_when_the_event_that_qualifies_them_is_applied(
     _order(send, "u1", 8000)
     _order(send, "u1", 1000)  # too small to count
     assert _members("big") == set()
-    with django_capture_on_commit_callbacks(execute=True):  # the publish runs after the applier's commit
+    # The entry's event is stored by the applier's transaction: nothing that runs after commit is needed.
+    with django_capture_on_commit_callbacks(execute=False):
         _order(send, "u1", 6000)
     assert _members("big") == {"u1"}
     segment.refresh_from_db()
@@ -76,11 +77,28 @@ def test_a_customer_leaves_when_a_trait_changes_and_the_exit_is_on_the_timeline(
     # The first population is history, not news: no events for it.
     assert set(MembershipChange.objects.values_list("reason", flat=True)) == {"created"}
     send("/v1/identify", {"userId": "u1", "traits": {"tier": "silver"}})
-    assert segment_changes_publish() == 1  # what the worker's task does after a commit's own publish
-    apply_all(workspace)
     assert _members("gold") == {"u2"}
     assert [name for name, _ in _timeline(_customer("u1"))] == ["Segment Exited"]
     assert _timeline(_customer("u2")) == []
+    assert segment_changes_publish() == 0  # nothing left in the outbox: the applier stored it
+    exit_event = Event.objects.get(event="Segment Exited")
+    change = MembershipChange.objects.get(reason="event")
+    assert (exit_event.message_id, exit_event.user_id, exit_event.source.name, exit_event.channel) == (
+        f"tsunagu:segment-change:{change.pk}", "u1", "tsunagu segments", "backoffice")
+    assert exit_event.timestamp == change.at and change.published_at is not None
+
+
+def test_a_rule_on_another_segments_entry_event_moves_in_the_same_chunk(workspace: Any, send: Any) -> None:
+    segment_create(workspace=workspace, key="big", name="Big", rule=BIG_SPENDER, actor=SYSTEM)
+    segment_create(workspace=workspace, key="ever-big", name="Ever big", actor=SYSTEM, rule={
+        "event": "Segment Entered", "where": [{"property": "segment", "op": "eq", "value": "big"}]})
+    _order(send, "u1", 7000)
+    _order(send, "u1", 7000)
+    assert _members("big") == {"u1"}
+    assert _members("ever-big") == {"u1"}
+    assert [name for name, _ in _timeline(_customer("u1"))] == ["Segment Entered", "Segment Entered"]
+    # A derived event changes no profile field: the profile counts the customer's own two orders.
+    assert _customer("u1").event_count == 2
 
 
 def test_a_segment_of_a_segment_moves_in_the_same_pass(workspace: Any, send: Any) -> None:
@@ -143,6 +161,12 @@ def test_no_order_in_90_days_becomes_true_at_the_refresh_with_time_alone(workspa
         assert _members("lapsed") == {"u1"}
         change = MembershipChange.objects.filter(segment=segment).latest("id")
         assert (change.entered, change.reason) == (True, "refresh")
+        # The refresh's entry reaches the timeline through the outbox and the applier, and is no more the
+        # customer's activity than an entry the reaction stores: the profile still counts one order.
+        assert segment_changes_publish() == 1
+        apply_all(workspace)
+        assert [name for name, _ in _timeline(_customer("u1"))] == ["Segment Entered"]
+        assert (_customer("u1").event_count, _customer("u1").last_seen) == (1, start)
 
 
 def test_the_worker_refreshes_a_workspace_once_its_interval_has_passed(
