@@ -148,8 +148,8 @@ def _affected(deps_of: dict[str, dict[str, Any]], body: bytes) -> int:
 
 
 def _instrument() -> dict[str, float]:
-    """Time the registered ``segments`` reaction and, inside it, ``computed_apply``, and the publishing
-    of its changes after commit (CPU time of this process: steadier than wall time on a shared machine);
+    """Time the registered ``segments`` reaction and, inside it, ``computed_apply`` and the storing of its
+    changes' events (``publish``; CPU time of this process: steadier than wall time on a shared machine);
     count the (customer, segment) re-evaluations it asks for (``membership_sync``'s candidates) and time
     each segment's."""
     from tsunagu.events import reactions
@@ -171,18 +171,18 @@ def _instrument() -> dict[str, float]:
             spent["reaction"] += time.process_time() - t0
 
     reactions._REACTIONS["segments"] = (stage, timed) if stage is not None else timed  # type: ignore[assignment]
-    publish = seg_reactions.segment_changes_publish
+    derive = seg_reactions.segment_changes_derive
 
-    @functools.wraps(publish)
-    def timed_publish(**kw: Any) -> Any:
-        # After commit: the Segment Entered / Exited events built and appended to the ingest log.
+    @functools.wraps(derive)
+    def timed_derive(**kw: Any) -> Any:
+        # Inside the reaction: the Segment Entered / Exited events of its changes, stored.
         t0 = time.process_time()
         try:
-            return publish(**kw)
+            return derive(**kw)
         finally:
             spent["publish"] += time.process_time() - t0
 
-    seg_reactions.segment_changes_publish = timed_publish  # type: ignore[assignment]
+    seg_reactions.segment_changes_derive = timed_derive  # type: ignore[assignment]
     computed = seg_reactions.computed_apply
 
     @functools.wraps(computed)
@@ -280,7 +280,7 @@ def measure(args: argparse.Namespace, meta: dict[str, Any]) -> dict[str, Any]:
             runs.append(run)
             print(f"  live {n:>2} segments: {run['events'] / wall:>8,.0f} events/s applied ({wall:.2f} s, CPU "
                   f"{cpu / max(1, run['events']) * 1e6:.0f} µs/event), segments reaction {run['reaction']:.2f} s "
-                  f"CPU (computed traits {run['computed']:.2f} s; publishing after commit {run['publish']:.2f} s), "
+                  f"CPU (computed traits {run['computed']:.2f} s; storing segment events {run['publish']:.2f} s), "
                   f"{pairs / max(1, run['events']):.2f} affected segments/event, {run['evaluated']:,} "
                   f"(customer, segment) re-evaluations in {run['syncs']} "
                   f"queries, {run['published']:,} segment events stored, load {run['load']:.2f}", flush=True)

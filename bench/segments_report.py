@@ -137,15 +137,15 @@ def _live(args: argparse.Namespace, live: dict[str, Any]) -> list[str]:
         "and exit in the same transaction; that counts in its time):",
         "",
         "| live segments | applied events/s | CPU µs per event | segments reaction, CPU µs per event (of which "
-        "computed traits) | publishing its changes after commit, CPU µs per event "
+        "computed traits; storing its Segment Entered/Exited events) "
         "| affected (event, segment) pairs per event | (customer, segment) re-evaluations per event "
         "| membership queries per run | Segment Entered/Exited events stored per run | load |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in s["rows"]:
         out.append(
             f"| {row['segments']} | {row['rate']:,.0f} | {row['cpu_us']:.1f} | {row['reaction_us']:.1f} "
-            f"({row['computed_us']:.1f}) | {row['publish_us']:.1f} "
+            f"({row['computed_us']:.1f}; {row['publish_us']:.1f}) "
             f"| {row['pairs_per_event']:.2f} | {row['evaluated_per_event']:.2f} | {row['queries']:.0f} "
             f"| {row['published']:,.0f} | {row['load']:.2f} |")
     out += [

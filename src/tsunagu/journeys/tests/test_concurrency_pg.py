@@ -119,7 +119,9 @@ def test_four_worker_processes_execute_every_step_once_and_take_over_a_killed_on
             return Run.objects.filter(journey=journey, status=Run.Status.COMPLETED).count() == RUNS
 
         try:
-            poll(all_done, timeout=300, every=0.5)
+            # What is asserted is exactly-once, not speed: on 2 CPUs shared with another suite the 10,000
+            # runs took over 300 s (9,242 done at that bound), so the bound is generous.
+            poll(all_done, timeout=900, every=0.5)
         except AssertionError:
             progress = {
                 "runs": dict(Run.objects.filter(journey=journey).values_list("status").annotate(n=Count("id"))),
