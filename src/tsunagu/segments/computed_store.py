@@ -16,9 +16,9 @@ from tsunagu.core.models import Workspace
 from tsunagu.events.models import Event
 from tsunagu.segments import computed_filter as rules
 from tsunagu.segments.computed_fold import Fold
-from tsunagu.segments.computed_sql import values_read, values_upsert
 from tsunagu.segments.models import ComputedTrait, ComputedValue
 from tsunagu.segments.rule import Prop, Window
+from tsunagu.segments.sql import values_read, values_upsert
 
 CHUNK = 500  # customer ids in one IN list: well under SQLite's and PostgreSQL's parameter limits
 STREAM = 2000  # rows fetched at a time when streaming a trait's whole history
@@ -140,7 +140,7 @@ def customers_between(
 
 
 def values_of(trait: ComputedTrait, customer_ids: Iterable[int]) -> dict[int, tuple[Any, dict[str, Any]]]:
-    """{customer: (value, state)} of the customers that have a row, one query per chunk (``computed_sql``)."""
+    """{customer: (value, state)} of the customers that have a row, one query per chunk (``segments.sql``)."""
     out: dict[int, tuple[Any, dict[str, Any]]] = {}
     for batch in chunks(sorted(set(customer_ids))):
         out.update(values_read(trait_id=trait.pk, customer_ids=batch))
@@ -148,7 +148,7 @@ def values_of(trait: ComputedTrait, customer_ids: Iterable[int]) -> dict[int, tu
 
 
 def values_write(trait: ComputedTrait, rows: dict[int, tuple[Any, dict[str, Any]]], now: dt.datetime) -> None:
-    """Insert or replace these customers' rows: one upsert run with executemany (``computed_sql``)."""
+    """Insert or replace these customers' rows: one upsert run with executemany (``segments.sql``)."""
     values_upsert(workspace_id=trait.workspace_id, trait_id=trait.pk, rows=rows, now=now)
 
 

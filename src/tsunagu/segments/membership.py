@@ -16,6 +16,7 @@ from django.db.models import F
 
 from tsunagu.core import clock
 from tsunagu.core.models import Workspace
+from tsunagu.segments import sql
 from tsunagu.segments.models import ChangeReason, Membership, MembershipChange, Segment
 from tsunagu.segments.rule import Parsed, rule_parse
 from tsunagu.segments.rule.sql import Catalog
@@ -45,8 +46,12 @@ def parsed_rule(segment: Segment) -> Parsed:
 class Sync:
     entered: set[int] = field(default_factory=set)
     exited: set[int] = field(default_factory=set)
-    # The history rows written, when the caller turns them into events itself (``derive``).
-    changes: list[MembershipChange] = field(default_factory=list)
+    # The history rows written, (id, customer, entered), when the caller turns them into events itself
+    # (``derive``); all of one segment, time and reason.
+    changes: list[tuple[int, int, bool]] = field(default_factory=list)
+    segment: Segment | None = None
+    at: dt.datetime | None = None
+    reason: str = ""
 
 
 def _chunks(ids: list[int]) -> Iterable[list[int]]:
@@ -56,27 +61,30 @@ def _chunks(ids: list[int]) -> Iterable[list[int]]:
 
 def membership_sync(
     *, segment: Segment, candidates: list[int] | None, reason: str, ctx: Context, cat: Catalog,
-    now: dt.datetime | None = None, derive: bool = False,
+    now: dt.datetime | None = None, derive: bool = False, current: dict[int, set[int]] | None = None,
 ) -> Sync:
     """Evaluate ``segment`` for ``candidates`` (every customer of the workspace when None) and record who
     entered and who left, with ``reason``. In the caller's transaction. With ``derive`` the changes are
     returned in ``Sync.changes`` and marked published: the caller (the applier's reaction) stores their
-    events in the same transaction instead of the outbox."""
+    events in the same transaction instead of the outbox. ``current``: the candidates' memberships of every
+    segment, read once for a chunk (``sql.members_read``), instead of a read per segment."""
     now = now or clock.now()
     parsed = parsed_rule(segment)
     workspace = segment.workspace
-    sync = Sync()
+    sync = Sync(segment=segment, at=now, reason=reason)
     if candidates is None:
         matched = set(rule_member_ids(workspace=workspace, rule=parsed, ctx=ctx, cat=cat))
-        current = set(Membership.objects.filter(segment=segment).values_list("customer_id", flat=True))
-        sync.entered, sync.exited = matched - current, current - matched
+        members = set(Membership.objects.filter(segment=segment).values_list("customer_id", flat=True))
+        sync.entered, sync.exited = matched - members, members - matched
     else:
         for part in _chunks(sorted(set(candidates))):
             matched = set(rule_member_ids(workspace=workspace, rule=parsed, ctx=ctx, cat=cat, restrict=part))
-            current = set(Membership.objects.filter(segment=segment, customer_id__in=part)
-                          .values_list("customer_id", flat=True))
-            sync.entered |= matched - current
-            sync.exited |= current - matched
+            if current is None:
+                now_in = sql.members_read(customer_ids=part, segment_id=segment.pk).get(segment.pk, set())
+            else:
+                now_in = current.get(segment.pk, set()).intersection(part)
+            sync.entered |= matched - now_in
+            sync.exited |= now_in - matched
     _write(segment, sync, reason, now, derive)
     return sync
 
@@ -85,23 +93,16 @@ def _write(segment: Segment, sync: Sync, reason: str, now: dt.datetime, derive: 
     if not sync.entered and not sync.exited:
         return
     ws = segment.workspace_id
-    Membership.objects.bulk_create(
-        [Membership(workspace_id=ws, segment=segment, customer_id=c, entered_at=now) for c in sorted(sync.entered)],
-        batch_size=_CHUNK,
-    )
-    for part in _chunks(sorted(sync.exited)):
-        Membership.objects.filter(segment=segment, customer_id__in=part).delete()
+    sql.members_insert(workspace_id=ws, segment_id=segment.pk, customer_ids=sorted(sync.entered), at=now)
+    sql.members_delete(segment_id=segment.pk, customer_ids=sorted(sync.exited))
     published = reason in _PUBLISHED
-    hook = published and bool(segment.webhook_url)
     pending = published and not derive
-    changes = MembershipChange.objects.bulk_create(
-        [MembershipChange(workspace_id=ws, segment=segment, customer_id=c, entered=entered, at=now, reason=reason,
-                          published_at=None if pending else now, webhook_pending=hook)
-         for entered, ids in ((True, sync.entered), (False, sync.exited)) for c in sorted(ids)],
-        batch_size=_CHUNK,
-    )
+    rows = [(c, entered) for entered, ids in ((True, sync.entered), (False, sync.exited)) for c in sorted(ids)]
+    ids = sql.changes_insert(workspace_id=ws, segment_id=segment.pk, rows=rows, at=now, reason=reason,
+                             published_at=None if pending else now,
+                             webhook_pending=published and bool(segment.webhook_url))
     if derive and published:
-        sync.changes = changes
+        sync.changes = [(pk, c, entered) for pk, (c, entered) in zip(ids, rows, strict=True)]
     Segment.objects.filter(pk=segment.pk).update(member_count=F("member_count") + len(sync.entered) - len(sync.exited))
 
 
@@ -195,12 +196,19 @@ def memberships_apply(*, workspace: Workspace, events: list[Any], merges: list[t
     ctx = Context(now=now, tz=workspace.timezone or "Asia/Tokyo")
     changed: dict[str, set[int]] = {}
     results: dict[str, Sync] = {}
+    # Every segment's members among the chunk's customers in one read; a segment's own sync is the only
+    # writer of its rows here, so the read stays true for it however many segments move before it.
+    reach = touched.any_event | touched.identified | touched.merged_into
+    for group in (touched.events, touched.computed):
+        for ids in group.values():
+            reach |= ids
+    current = sql.members_read(customer_ids=sorted(reach))
     for segment in ordered(segments):
         cands = candidates(segment, touched, changed)
         if not cands:
             continue
         sync = membership_sync(segment=segment, candidates=list(cands), reason=ChangeReason.EVENT, ctx=ctx, cat=cat,
-                               now=now, derive=True)
+                               now=now, derive=True, current=current)
         results[segment.key] = sync
         changed[segment.key] = sync.entered | sync.exited
     return results

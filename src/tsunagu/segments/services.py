@@ -230,21 +230,21 @@ def segment_changes_derive(*, workspace: Workspace, syncs: Iterable[Sync]) -> li
     later reactions (journeys start from them in the same commit). The outbox round trip through the
     ingest log would apply each one as a whole new event. Raises what the insert raises (the chunk rolls
     back with the changes)."""
-    changes = [c for sync in syncs for c in sync.changes]
-    if not changes:
+    syncs = [sync for sync in syncs if sync.changes]
+    if not syncs:
         return []
-    users = dict(Customer.objects.filter(pk__in={c.customer_id for c in changes}).values_list("pk", "user_id"))
-    derived = [
-        Derived(
-            message_id=f"{SEGMENT_CHANGE_PREFIX}{c.pk}",
-            event="Segment Entered" if c.entered else "Segment Exited",
-            customer_id=c.customer_id,
-            user_id=users.get(c.customer_id, ""),
-            timestamp=c.at,
-            properties={"segment": c.segment.key, "segment_name": c.segment.name, "reason": c.reason},
-        )
-        for c in changes
-    ]
+    users = dict(Customer.objects.filter(pk__in={c for sync in syncs for _, c, _ in sync.changes})
+                 .values_list("pk", "user_id"))
+    derived = []
+    for sync in syncs:
+        assert sync.segment is not None and sync.at is not None  # set by membership_sync
+        properties = {"segment": sync.segment.key, "segment_name": sync.segment.name, "reason": sync.reason}
+        derived += [
+            Derived(message_id=f"{SEGMENT_CHANGE_PREFIX}{pk}", event="Segment Entered" if entered else "Segment Exited",
+                    customer_id=customer_id, user_id=users.get(customer_id, ""), timestamp=sync.at,
+                    properties=dict(properties))
+            for pk, customer_id, entered in sync.changes
+        ]
     return events_derive(source=system_source(workspace=workspace, name=SOURCE_NAME), events=derived)
 
 
