@@ -21,7 +21,8 @@ from tsunagu.events.apply import AppliedEvent
 
 @dataclass(slots=True)
 class Applied:
-    """One applier transaction's worth of applied events, as a reaction sees it."""
+    """One applier transaction's worth of applied events, as a reaction sees it. A reaction may append events
+    it stored with ``events_derive`` (segments' ``Segment Entered``): the later stages see them too."""
 
     workspace: Workspace
     events: list[AppliedEvent]
