@@ -143,3 +143,20 @@ def sqlite_restrict_files(path: str) -> None:
         if info.st_uid == os.getuid() and info.st_mode & 0o077:
             with contextlib.suppress(OSError):
                 os.chmod(path + suffix, info.st_mode & 0o700)
+
+
+@contextlib.contextmanager
+def snapshot_read() -> Any:
+    """Several reads that must agree with each other (a journey run and its history): one transaction that
+    sees one snapshot. PostgreSQL's default READ COMMITTED takes a new snapshot per statement, so a commit
+    between two reads could show a run still waiting beside the history of its end: REPEATABLE READ here.
+    SQLite's read transaction in WAL mode reads one snapshot already. Inside an outer transaction (whose
+    isolation is set) it only joins it."""
+    from django.db import connection, transaction
+
+    outer = connection.in_atomic_block
+    with transaction.atomic():
+        if not outer and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        yield

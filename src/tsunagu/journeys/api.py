@@ -10,6 +10,7 @@ from typing import Any
 from django.http import HttpRequest
 from ninja import Router, Status
 
+from tsunagu.core.dburl import snapshot_read
 from tsunagu.core.errors import NotFound, ValidationError
 from tsunagu.core.pagination import check_limit, decode_cursor, encode_cursor
 from tsunagu.journeys.dryrun import journey_dry_run
@@ -88,7 +89,11 @@ def run_out(run: Any, history: list[Any], evaluations: list[Any] | None = None) 
 
 
 def _one(run: Any) -> dict[str, Any]:
-    return run_out(run, run_histories(runs=[run])[run.pk], run_evaluations(run=run))
+    # The run, its history and evaluations from one snapshot: read apart, a step committed in between
+    # would show the run still waiting beside the history of its end.
+    with snapshot_read():
+        run = run_get(workspace=run.workspace, run_id=run.pk)
+        return run_out(run, run_histories(runs=[run])[run.pk], run_evaluations(run=run))
 
 
 @router.post("/journeys", response={201: JourneyOut}, summary="Create a journey; its definition is the draft")
