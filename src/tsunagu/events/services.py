@@ -9,6 +9,7 @@ profiles and the timeline and runs the reactions, in order, behind. See docs/ing
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import secrets
 import threading
 import time
@@ -32,6 +33,8 @@ from tsunagu.events.models import Channel, Source
 from tsunagu.events.selectors import ingestion_pending
 from tsunagu.events.timing import CHANNELS
 from tsunagu.events.validation import FieldError, ParsedEvent
+
+log = logging.getLogger(__name__)
 
 
 class Backlogged(TsunaguError):
@@ -118,6 +121,30 @@ def _check_backlog(workspace_id: int) -> None:
             f"the workspace has {pending} events waiting to be applied (limit {limit}); retry later",
             retry_after=int(settings.TSUNAGU_INGEST_RETRY_AFTER),
         )
+
+
+def system_events_append(*, name: str, payloads: dict[int, list[dict[str, Any]]]) -> int:
+    """Append tsunagu's own events — Segment-spec payloads an outbox built, {workspace id: payloads} — to
+    the ingest log under each workspace's system source ``name``, without the backlog check (an outbox
+    drains behind the applier, it does not compete with customers' traffic). Built from our own rows, a
+    payload that fails validation is a bug: logged and skipped, never a reason to stop the outbox. Not in a
+    transaction on SQLite (the log is another store). Returns how many were appended."""
+    from tsunagu.events.validation import Invalid, parse_event
+
+    workspaces = Workspace.objects.in_bulk(list(payloads))
+    appended = 0
+    for workspace_id, items in payloads.items():
+        parsed = []
+        for payload in items:
+            try:
+                parsed.append(parse_event(payload, type_=None, where="", max_bytes=32 * 1024))
+            except Invalid as exc:
+                log.warning("%s event %s not appended: %s", name, payload.get("messageId"), exc.errors[:1])
+        if parsed and workspace_id in workspaces:
+            events_append(source=system_source(workspace=workspaces[workspace_id], name=name), events=parsed,
+                          check_backlog=False)
+            appended += len(parsed)
+    return appended
 
 
 def events_derive(*, source: Source, events: list[Derived]) -> list[AppliedEvent]:

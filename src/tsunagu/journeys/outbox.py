@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import http.client
-import logging
 from typing import Any
 
 import orjson
@@ -22,17 +21,15 @@ from django.db import connection, transaction
 from standardwebhooks import Webhook
 
 from tsunagu.core import clock
-from tsunagu.core.models import Job, Workspace
+from tsunagu.core.models import Job
 from tsunagu.customers.selectors import customer_event_identity, event_identities
-from tsunagu.events.services import events_append, system_source
-from tsunagu.events.validation import Invalid, parse_event
+from tsunagu.events.services import system_events_append
 from tsunagu.journeys import engine
 from tsunagu.journeys.models import Run, RunHistory, TraitUpdate
 from tsunagu.journeys.plans import iso, plan_of
 from tsunagu.journeys.secrets import webhook_secret_of
 from tsunagu.messaging import netguard
 
-log = logging.getLogger(__name__)
 SOURCE_NAME = "tsunagu journeys"
 USER_AGENT = "tsunagu-journeys/1"
 TIMEOUT = 10.0
@@ -50,28 +47,17 @@ def trait_updates_publish(*, limit: int = 1000) -> int:
     if not rows:
         return 0
     who_of = event_identities(customer_ids=(r[2] for r in rows))
-    workspaces = Workspace.objects.in_bulk({r[1] for r in rows})
-    by_workspace: dict[int, list[tuple[Any, ...]]] = {}
-    for row in rows:
-        by_workspace.setdefault(row[1], []).append(row)
-    done = 0
-    for workspace_id, group in by_workspace.items():
-        parsed = []
-        for _pk, _ws, customer_id, message_id, traits, created_at in group:
-            who = dict(who_of.get(customer_id, {}))
-            if not who:
-                continue
-            context = {"channel": "backoffice", **who.pop("context", {})}
-            payload = {"type": "identify", "messageId": message_id, "timestamp": created_at.isoformat(),
-                       "traits": traits, "context": context, **who}
-            try:
-                parsed.append(parse_event(payload, type_=None, where="", max_bytes=32 * 1024))
-            except Invalid as exc:
-                log.warning("journey trait update %s not appended: %s", message_id, exc.errors[:1])
-        if parsed:
-            events_append(source=system_source(workspace=workspaces[workspace_id], name=SOURCE_NAME),
-                          events=parsed, check_backlog=False)
-        done += TraitUpdate.objects.filter(pk__in=[r[0] for r in group]).update(published_at=clock.now())
+    payloads: dict[int, list[dict[str, Any]]] = {}
+    for _pk, workspace_id, customer_id, message_id, traits, created_at in rows:
+        who = dict(who_of.get(customer_id, {}))
+        if not who:  # the customer was deleted since
+            continue
+        context = {"channel": "backoffice", **who.pop("context", {})}
+        payloads.setdefault(workspace_id, []).append(
+            {"type": "identify", "messageId": message_id, "timestamp": created_at.isoformat(), "traits": traits,
+             "context": context, **who})
+    system_events_append(name=SOURCE_NAME, payloads=payloads)
+    done = TraitUpdate.objects.filter(pk__in=[r[0] for r in rows]).update(published_at=clock.now())
     return done
 
 

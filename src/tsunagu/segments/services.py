@@ -4,7 +4,6 @@ the scheduled refresh of rules that time alone can change, and publishing entrie
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -19,15 +18,13 @@ from tsunagu.core.services import audit_record
 from tsunagu.customers.models import Customer
 from tsunagu.customers.selectors import event_identities
 from tsunagu.events.apply import SEGMENT_CHANGE_PREFIX, AppliedEvent, Derived
-from tsunagu.events.services import events_append, events_derive, system_source
-from tsunagu.events.validation import Invalid, parse_event
+from tsunagu.events.services import events_derive, system_events_append, system_source
 from tsunagu.segments.membership import Sync, membership_sync
 from tsunagu.segments.models import ChangeReason, MembershipChange, Segment
 from tsunagu.segments.rule import Parsed, rule_parse
 from tsunagu.segments.rule.values import Context
 from tsunagu.segments.selectors import catalog, rule_warnings
 
-log = logging.getLogger(__name__)
 KEY_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")
 SOURCE_NAME = "tsunagu segments"
 _INGEST_LOCK_CLASS = 0x7453  # the applier's advisory lock (events.apply): one writer of a workspace's profiles
@@ -259,24 +256,11 @@ def segment_changes_publish(*, limit: int = 1000) -> int:
     if not rows:
         return 0
     who_of = event_identities(customer_ids=(r[2] for r in rows))
-    workspaces = Workspace.objects.in_bulk({r[1] for r in rows})
-    by_workspace: dict[int, list[tuple[Any, ...]]] = {}
+    payloads: dict[int, list[dict[str, Any]]] = {}
     for row in rows:
-        by_workspace.setdefault(row[1], []).append(row)
-    done = 0
-    for workspace_id, group in by_workspace.items():
-        parsed = []
-        for row in group:
-            who = who_of.get(row[2])
-            if not who:  # the customer was deleted since: nobody to put the event on
-                continue
-            payload = _change_payload(row, who)
-            try:
-                parsed.append(parse_event(payload, type_=None, where="", max_bytes=32 * 1024))
-            except Invalid as exc:  # built from our own rows: a bug to log, not a reason to stop the outbox
-                log.warning("segment event %s not appended: %s", payload["messageId"], exc.errors[:1])
-        if parsed:
-            source = system_source(workspace=workspaces[workspace_id], name=SOURCE_NAME)
-            events_append(source=source, events=parsed, check_backlog=False)
-        done += MembershipChange.objects.filter(pk__in=[r[0] for r in group]).update(published_at=clock.now())
+        who = who_of.get(row[2])
+        if who:  # else the customer was deleted since: nobody to put the event on
+            payloads.setdefault(row[1], []).append(_change_payload(row, who))
+    system_events_append(name=SOURCE_NAME, payloads=payloads)
+    done = MembershipChange.objects.filter(pk__in=[r[0] for r in rows]).update(published_at=clock.now())
     return done
