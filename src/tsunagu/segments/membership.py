@@ -17,8 +17,10 @@ from django.db.models import F
 from tsunagu.core import clock
 from tsunagu.core.models import Workspace
 from tsunagu.segments import sql
+from tsunagu.segments.facts import ChunkFacts
 from tsunagu.segments.models import ChangeReason, Membership, MembershipChange, Segment
 from tsunagu.segments.rule import Parsed, rule_parse
+from tsunagu.segments.rule.partial import Decide, rule_decider
 from tsunagu.segments.rule.sql import Catalog
 from tsunagu.segments.rule.values import Context
 from tsunagu.segments.selectors import catalog, rule_member_ids
@@ -62,12 +64,15 @@ def _chunks(ids: list[int]) -> Iterable[list[int]]:
 def membership_sync(
     *, segment: Segment, candidates: list[int] | None, reason: str, ctx: Context, cat: Catalog,
     now: dt.datetime | None = None, derive: bool = False, current: dict[int, set[int]] | None = None,
+    facts: ChunkFacts | None = None,
 ) -> Sync:
     """Evaluate ``segment`` for ``candidates`` (every customer of the workspace when None) and record who
     entered and who left, with ``reason``. In the caller's transaction. With ``derive`` the changes are
     returned in ``Sync.changes`` and marked published: the caller (the applier's reaction) stores their
     events in the same transaction instead of the outbox. ``current``: the candidates' memberships of every
-    segment, read once for a chunk (``sql.members_read``), instead of a read per segment."""
+    segment, read once for a chunk (``sql.members_read``), instead of a read per segment. ``facts``: the
+    chunk's customers read once (``ChunkFacts``); the rule is then decided in Python for each candidate where
+    it can be (``rule.partial``) and only the undecided ones are asked of the SQL."""
     now = now or clock.now()
     parsed = parsed_rule(segment)
     workspace = segment.workspace
@@ -77,8 +82,15 @@ def membership_sync(
         members = set(Membership.objects.filter(segment=segment).values_list("customer_id", flat=True))
         sync.entered, sync.exited = matched - members, members - matched
     else:
+        decide = rule_decider(parsed.node, ctx) if facts is not None else None
         for part in _chunks(sorted(set(candidates))):
-            matched = set(rule_member_ids(workspace=workspace, rule=parsed, ctx=ctx, cat=cat, restrict=part))
+            if facts is None or decide is None:
+                matched = set(rule_member_ids(workspace=workspace, rule=parsed, ctx=ctx, cat=cat, restrict=part))
+            else:
+                matched, undecided = _decided(facts, decide, part)
+                if undecided:
+                    matched |= set(rule_member_ids(workspace=workspace, rule=parsed, ctx=ctx, cat=cat,
+                                                   restrict=undecided))
             if current is None:
                 now_in = sql.members_read(customer_ids=part, segment_id=segment.pk).get(segment.pk, set())
             else:
@@ -87,6 +99,20 @@ def membership_sync(
             sync.exited |= now_in - matched
     _write(segment, sync, reason, now, derive)
     return sync
+
+
+def _decided(facts: ChunkFacts, decide: Decide, part: list[int]) -> tuple[set[int], list[int]]:
+    """The members among ``part`` by the chunk's facts, and the customers they leave undecided."""
+    matched: set[int] = set()
+    undecided: list[int] = []
+    for cid in part:
+        view = facts.view(cid)
+        verdict = False if view is None else decide(view)
+        if verdict is None:
+            undecided.append(cid)
+        elif verdict:
+            matched.add(cid)
+    return matched, undecided
 
 
 def _write(segment: Segment, sync: Sync, reason: str, now: dt.datetime, derive: bool) -> None:
@@ -203,14 +229,21 @@ def memberships_apply(*, workspace: Workspace, events: list[Any], merges: list[t
         for ids in group.values():
             reach |= ids
     current = sql.members_read(customer_ids=sorted(reach))
+    # The chunk's events count towards an event condition only where they belong to the customer they name:
+    # a merge in the chunk moves events between profiles, so then the SQL decides event conditions.
+    facts = ChunkFacts(customer_ids=sorted(reach), catalog=cat, current=current, events=[] if merges else events)
     for segment in ordered(segments):
         cands = candidates(segment, touched, changed)
         if not cands:
             continue
         sync = membership_sync(segment=segment, candidates=list(cands), reason=ChangeReason.EVENT, ctx=ctx, cat=cat,
-                               now=now, derive=True, current=current)
+                               now=now, derive=True, current=current, facts=facts)
         results[segment.key] = sync
         changed[segment.key] = sync.entered | sync.exited
+        # Later segments that read this one ({"segment": …}) see its moves, as the SQL would.
+        members = current.setdefault(segment.pk, set())
+        members |= sync.entered
+        members -= sync.exited
     return results
 
 

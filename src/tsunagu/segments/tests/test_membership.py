@@ -191,3 +191,35 @@ def test_a_consent_given_by_identify_counts_in_the_same_chunk(workspace: Any, se
     # messaging's reaction records the consent; segments' runs after it, in the same transaction.
     send("/v1/identify", {"userId": "u1", "traits": {"email": "hanako@example.jp", "consent_email_marketing": True}})
     assert _members("optin") == {"u1"}
+
+
+def test_the_chunk_decides_what_it_can_and_asks_the_sql_only_for_the_rest(
+    workspace: Any, send: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rule over traits costs no rule query in the applier; an event condition the chunk's own events
+    already meet ("at least one") neither; one they cannot decide ("at least three") goes to the SQL, for
+    that customer only — and the memberships come out as the SQL alone would have them."""
+    from tsunagu.segments import membership
+
+    asked: list[tuple[Any, list[int]]] = []
+    real = membership.rule_member_ids
+
+    def recording(**kwargs: Any) -> Any:
+        asked.append((kwargs["rule"].node, list(kwargs["restrict"])))
+        return real(**kwargs)
+
+    for key, rule in (("gold", {"trait": "tier", "op": "eq", "value": "gold"}),
+                      ("buyer", {"event": "Order Completed"}),
+                      ("loyal", {"event": "Order Completed", "count": {"op": "gte", "value": 3}})):
+        segment_create(workspace=workspace, key=key, name=key, rule=rule, actor=SYSTEM)
+    monkeypatch.setattr(membership, "rule_member_ids", recording)
+    send("/v1/identify", {"userId": "u1", "traits": {"tier": "gold"}})
+    send("/v1/identify", {"userId": "u2", "traits": {"tier": "silver"}})
+    assert asked == []
+    _order(send, "u1", 100)
+    ((node, restrict),) = asked
+    assert (node.name, node.count.op, node.count.value, restrict) == ("Order Completed", "gte", 3, [_customer("u1").pk])
+    assert (_members("gold"), _members("buyer"), _members("loyal")) == ({"u1"}, {"u1"}, set())
+    _order(send, "u1", 100)
+    _order(send, "u1", 100)
+    assert _members("loyal") == {"u1"}
