@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from tsunagu.customers.models import Customer
@@ -25,7 +26,7 @@ def consent_check_register(fn: ConsentCheck) -> None:
 
 
 class CustomerFacts:
-    def __init__(self, customer: Customer, catalog: Catalog) -> None:
+    def __init__(self, customer: Customer | _Profile, catalog: Catalog) -> None:
         self.customer = customer
         self.catalog = catalog
 
@@ -75,13 +76,13 @@ class CustomerFacts:
 
 
 class ChunkFacts:
-    """What ``rule.partial`` reads of the applier chunk's customers, read once for all of them: their profiles,
-    computed values, memberships (``current``, the reaction's own map, which it keeps up to date as each
-    segment moves) and the chunk's events by customer. Built inside the applier's transaction, after the
-    profiles, computed values and events of the chunk are written, so it reads what the SQL would."""
+    """What ``rule.partial`` reads of the applier chunk's customers, each read once however many segments ask
+    (``prepare``, in parts, only for the customers some segment evaluates): their profiles, computed values,
+    memberships (``current``, the reaction's own map, which it keeps up to date as each segment moves) and
+    the chunk's events by customer. Used inside the applier's transaction, after the profiles, computed
+    values and events of the chunk are written, so it reads what the SQL would."""
 
-    def __init__(self, *, customer_ids: list[int], catalog: Catalog, current: dict[int, set[int]],
-                 events: Iterable[Any]) -> None:
+    def __init__(self, *, catalog: Catalog, current: dict[int, set[int]], events: Iterable[Any]) -> None:
         self.catalog = catalog
         self.current = current
         self.values: dict[tuple[int, int], Any] = {}
@@ -90,31 +91,54 @@ class ChunkFacts:
             if e.customer_id is not None:
                 self.by_customer.setdefault(e.customer_id, []).append(e)
         self.views: dict[int, ChunkView | None] = {}
-        traits = [trait_id for trait_id, _ in catalog.computed.values()]
-        for i in range(0, len(customer_ids), _IN):
-            part = customer_ids[i:i + _IN]
-            for c in Customer.objects.filter(pk__in=part).only(*_PROFILE):
-                self.views[c.pk] = None if c.merged_into_id is not None else ChunkView(c, self)
-            if traits:
-                rows = ComputedValue.objects.filter(customer_id__in=part, trait_id__in=traits)
+        self.traits = [trait_id for trait_id, _ in catalog.computed.values()]
+
+    def prepare(self, customer_ids: Iterable[int]) -> None:
+        """Read the customers of ``customer_ids`` not read yet (plain rows, not model instances)."""
+        missing = [cid for cid in customer_ids if cid not in self.views]
+        for i in range(0, len(missing), _IN):
+            part = missing[i:i + _IN]
+            for cid in part:
+                self.views[cid] = None  # gone, unless read below
+            for row in Customer.objects.filter(pk__in=part).values_list(*_PROFILE):
+                profile = _Profile(*row)
+                self.views[profile.pk] = None if profile.merged_into_id is not None else ChunkView(profile, self)
+            if self.traits:
+                rows = ComputedValue.objects.filter(customer_id__in=part, trait_id__in=self.traits)
                 for trait_id, customer_id, value in rows.values_list("trait_id", "customer_id", "value"):
                     self.values[(trait_id, customer_id)] = value
 
     def view(self, customer_id: int) -> ChunkView | None:
-        """The customer's view; None for a profile merged away or gone (a member of nothing, as in SQL)."""
+        """The customer's view (``prepare`` first); None for a profile merged away or gone (a member of
+        nothing, as in SQL)."""
         return self.views.get(customer_id)
 
 
 _IN = 5000
-_PROFILE = ("traits", "email", "phone", "first_seen", "last_seen", "event_count", "channels", "merged_into")
+_PROFILE = ("pk", "traits", "email", "phone", "first_seen", "last_seen", "event_count", "channels", "merged_into_id")
 _NO_EVENTS: list[Any] = []
+
+
+@dataclass(slots=True)
+class _Profile:
+    """The profile fields a rule reads (``CustomerFacts``), as a plain row."""
+
+    pk: int
+    traits: Any
+    email: str
+    phone: str
+    first_seen: dt.datetime | None
+    last_seen: dt.datetime | None
+    event_count: int
+    channels: Any
+    merged_into_id: int | None
 
 
 class ChunkView(CustomerFacts):
     """One customer of a ``ChunkFacts``: traits and fields as ``CustomerFacts`` reads them, the rest from the
     chunk's reads instead of a query each."""
 
-    def __init__(self, customer: Customer, chunk: ChunkFacts) -> None:
+    def __init__(self, customer: _Profile, chunk: ChunkFacts) -> None:
         super().__init__(customer, chunk.catalog)
         self.chunk = chunk
 

@@ -105,6 +105,7 @@ def _decided(facts: ChunkFacts, decide: Decide, part: list[int]) -> tuple[set[in
     """The members among ``part`` by the chunk's facts, and the customers they leave undecided."""
     matched: set[int] = set()
     undecided: list[int] = []
+    facts.prepare(part)
     for cid in part:
         view = facts.view(cid)
         verdict = False if view is None else decide(view)
@@ -231,7 +232,7 @@ def memberships_apply(*, workspace: Workspace, events: list[Any], merges: list[t
     current = sql.members_read(customer_ids=sorted(reach))
     # The chunk's events count towards an event condition only where they belong to the customer they name:
     # a merge in the chunk moves events between profiles, so then the SQL decides event conditions.
-    facts = ChunkFacts(customer_ids=sorted(reach), catalog=cat, current=current, events=[] if merges else events)
+    facts = ChunkFacts(catalog=cat, current=current, events=[] if merges else events)
     for segment in ordered(segments):
         cands = candidates(segment, touched, changed)
         if not cands:

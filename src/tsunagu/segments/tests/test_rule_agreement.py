@@ -213,7 +213,7 @@ def _partial(workspace: Any, parsed: Any, ids: list[int], cat: Any, stride: int)
                           source_id=e.source_id, channel=e.channel, timestamp=e.timestamp, received_at=e.received_at,
                           properties=e.properties, traits={})
              for e in Event.objects.filter(workspace=workspace).order_by("pk")[::stride]]
-    facts = ChunkFacts(customer_ids=ids, catalog=cat, current=segments_sql.members_read(customer_ids=ids),
-                       events=chunk)
+    facts = ChunkFacts(catalog=cat, current=segments_sql.members_read(customer_ids=ids), events=chunk)
+    facts.prepare(ids)
     decide = rule_decider(parsed.node, CTX)
     return {i: decide(view) if (view := facts.view(i)) is not None else False for i in ids}
