@@ -22,10 +22,9 @@ def _ingest_log(tmp_path: Any, settings: Any) -> Any:
     rolled back after each test, so a shared one would hand one test's events to the next."""
     settings.TSUNAGU_INGEST_LOG = str(tmp_path / "ingest-log.sqlite3")
     yield
-    from tsunagu.events import log as ingest_log
+    from tsunagu.events.log import logs_close
 
-    for key in [k for k in ingest_log._logs if k[1] == settings.TSUNAGU_INGEST_LOG]:
-        ingest_log._logs.pop(key).close()
+    logs_close(settings.TSUNAGU_INGEST_LOG)
 
 
 def _without_quiet_hours(workspace: Any) -> Any:

@@ -107,6 +107,14 @@ def json_placeholder(vendor: str) -> str:
     return "%s::jsonb" if vendor == "postgresql" else "%s"
 
 
+def ids_in(column: str, ids: list[int], vendor: str) -> tuple[str, Any]:
+    """``column IN (ids)`` as one parameter whatever the number of ids (no statement of thousands of
+    placeholders, and one cached plan): PostgreSQL's ``= ANY(array)``, SQLite's ``json_each`` of a list."""
+    if vendor == "postgresql":
+        return f"{column} = ANY(%s)", list(ids)
+    return f"{column} IN (SELECT value FROM json_each(%s))", orjson.dumps(list(ids)).decode()  # noqa: S608
+
+
 def datetime_param(value: dt.datetime | None, vendor: str) -> Any:
     """A DateTimeField value: PostgreSQL takes aware datetimes; Django stores UTC text on SQLite."""
     if value is None or vendor != "sqlite":

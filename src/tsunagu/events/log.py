@@ -317,6 +317,14 @@ def sqlite_log_path() -> Path:
     return Path(configured) if configured else Path(settings.DATA_DIR) / "ingest-log.sqlite3"
 
 
+def logs_close(path: Path | str | None = None) -> None:
+    """Close this process's SQLite logs (of ``path`` only, when given): for tests and benchmarks that
+    replace the log's file, so the next ``get_log`` opens it afresh."""
+    with _logs_lock:
+        for key in [k for k in _logs if path is None or k[1] == str(path)]:
+            _logs.pop(key).close()
+
+
 def get_log() -> IngestLog:
     """The ingest log of this process's database (one SQLite log object per process and path: a forked
     process opens its own descriptors and connections)."""

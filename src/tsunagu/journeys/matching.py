@@ -26,7 +26,7 @@ from django.db import connection
 from django.db.models import F, Q
 
 from tsunagu.events.apply import AppliedEvent
-from tsunagu.journeys import engine
+from tsunagu.journeys import engine, sql
 from tsunagu.journeys.entries import Candidate, runs_enter
 from tsunagu.journeys.models import Await, Journey, JourneyVersion, Run, RunHistory, RunSend
 from tsunagu.journeys.plans import event_context, iso, plan_of
@@ -185,10 +185,10 @@ def _awaited(events: list[AppliedEvent], ctx: Context, now: Any, since: dict[int
     customers = sorted({e.customer_id for e in awaited if e.customer_id is not None})
     names = sorted({e.event for e in awaited})
     waiting: dict[tuple[int, str], list[tuple[int, str, Any]]] = {}
+    journey_id = scope.journey.pk if scope.journey is not None else None
     for part in _chunks(customers):
-        rows = scope.runs(Await.objects.filter(customer_id__in=part, event__in=names), "run__journey")
-        for run_id, customer_id, name, step, where in rows.values_list("run_id", "customer_id", "event", "step",
-                                                                       "where"):
+        for run_id, customer_id, name, step, where in sql.awaits_read(customer_ids=part, names=names,
+                                                                      journey_id=journey_id):
             waiting.setdefault((customer_id, name), []).append((run_id, step, where))
     if not waiting:
         return 0
@@ -209,11 +209,10 @@ def _awaited(events: list[AppliedEvent], ctx: Context, now: Any, since: dict[int
         outcome: dict[str, Any] = {"event": event.event, "message_id": event.message_id}
         if run.status == Run.Status.PAUSED:
             outcome["while_paused"] = True
-        history.append(RunHistory(run=run, journey_id=run.journey_id, step=step, action="event", at=now,
-                                  outcome=outcome))
+        history.append(sql.HistoryRow(run.pk, run.journey_id, step, "event", now, outcome, ""))
         woken.append(run)
-    Await.objects.filter(run_id__in=[r.pk for r in woken]).delete()
-    RunHistory.objects.bulk_create(history, batch_size=500)
+    sql.awaits_delete(run_ids=[r.pk for r in woken])
+    sql.history_insert(history)
     # The woken runs go on now, in this transaction (the event's commit is the run's); paused ones and those
     # over the chunk's budget keep the event and are due for the engine.
     later = inline.run(woken)

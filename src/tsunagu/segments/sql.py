@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from django.db import connection
 
-from tsunagu.core.dburl import datetime_param, json_param, json_placeholder
+from tsunagu.core.dburl import datetime_param, ids_in, json_param, json_placeholder
 from tsunagu.segments.computed_fold import num_of
 from tsunagu.segments.models import ComputedValue, Membership, MembershipChange
 
@@ -71,10 +71,7 @@ def values_read(*, trait_id: int, customer_ids: list[int]) -> dict[int, tuple[An
 
 
 def _ids_in(column: str, ids: list[int]) -> tuple[str, Any]:
-    """``column IN (ids)`` as one parameter whatever the number of ids."""
-    if connection.vendor == "postgresql":
-        return f"{column} = ANY(%s)", list(ids)
-    return f"{column} IN (SELECT value FROM json_each(%s))", orjson.dumps(list(ids)).decode()  # noqa: S608
+    return ids_in(column, ids, connection.vendor)
 
 
 def members_read(*, customer_ids: list[int], segment_id: int | None = None) -> dict[int, set[int]]:

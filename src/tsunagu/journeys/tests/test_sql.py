@@ -159,3 +159,31 @@ def test_history_for_runs_writes_what_bulk_create_writes(workspace: Any) -> None
             return cursor.fetchall()
 
     assert stored("sql") == stored("orm") and len(stored("sql")) == 2
+
+
+def test_awaits_read_returns_what_the_orm_filter_returns(workspace: Any, journey: Any) -> None:
+    """By customers and names, and scoped to one journey's runs (a replay's); then deleted by run."""
+    j, version = journey
+    other = journey_create(workspace=workspace, key="other", name="o", definition=DEFINITION, actor=SYSTEM)
+    other_version = journey_publish(journey=other, actor=SYSTEM)
+    runs = _runs(workspace, j, version, "a") + _runs(workspace, other, other_version, "b")
+    wheres = [[], [{"property": "品目", "op": "eq", "value": "本"}], [{"property": "n", "op": "gte", "value": 2}]]
+    for i, run in enumerate(runs):
+        Await.objects.create(run=run, workspace=workspace, customer=run.customer, event=["Order", "Open"][i % 2],
+                             step=f"w{i}", where=wheres[i % 3])
+    customers = sorted({r.customer_id for r in runs})
+
+    def orm(names: list[str], customer_ids: list[int], journey_id: int | None = None) -> list[Any]:
+        qs = Await.objects.filter(customer_id__in=customer_ids, event__in=names)
+        if journey_id is not None:
+            qs = qs.filter(run__journey_id=journey_id)
+        return sorted(qs.values_list("run_id", "customer_id", "event", "step", "where"))
+
+    for names, ids, journey_id in ((["Order"], customers, None), (["Order", "Open"], customers[1:4], None),
+                                   (["Order", "Open"], customers, other.pk), (["Nothing"], customers, None)):
+        got = sorted(sql.awaits_read(customer_ids=ids, names=names, journey_id=journey_id))
+        assert got == orm(names, ids, journey_id), (names, ids, journey_id)
+    assert len(orm(["Order", "Open"], customers)) == 6
+    sql.awaits_delete(run_ids=[runs[0].pk, runs[4].pk])
+    assert sorted(Await.objects.values_list("run_id", flat=True)) == sorted(r.pk for r in runs if r not in
+                                                                           (runs[0], runs[4]))
