@@ -84,9 +84,10 @@ def membership_sync(
     else:
         decide = rule_decider(parsed.node, ctx) if facts is not None else None
         for part in _chunks(sorted(set(candidates))):
-            if facts is None or decide is None:
+            if decide is None:
                 matched = set(rule_member_ids(workspace=workspace, rule=parsed, ctx=ctx, cat=cat, restrict=part))
             else:
+                assert facts is not None
                 matched, undecided = _decided(facts, decide, part)
                 if undecided:
                     matched |= set(rule_member_ids(workspace=workspace, rule=parsed, ctx=ctx, cat=cat,

@@ -56,9 +56,9 @@ def rule_decider(node: Node, ctx: Context) -> Decide:
     """``node`` as a function of one customer's view: True / False where the chunk's facts decide it, None
     where only the event store can (the caller asks the SQL then)."""
     if isinstance(node, And):
-        return _all([rule_decider(c, ctx) for c in node.children])
+        return _kleene([rule_decider(c, ctx) for c in node.children], dominant=False)
     if isinstance(node, Or):
-        return _any([rule_decider(c, ctx) for c in node.children])
+        return _kleene([rule_decider(c, ctx) for c in node.children], dominant=True)
     if isinstance(node, Not):
         inner = rule_decider(node.child, ctx)
 
@@ -83,28 +83,17 @@ def rule_decider(node: Node, ctx: Context) -> Decide:
     return _event(node, ctx)
 
 
-def _all(kids: list[Decide]) -> Decide:
+def _kleene(kids: list[Decide], dominant: bool) -> Decide:
+    """``all`` (dominant False) or ``any`` (dominant True) in Kleene's logic: one child with the dominant
+    value decides; otherwise any undecided child leaves the whole undecided."""
     def decide(view: ChunkView) -> Verdict:
-        out: Verdict = True
+        out: Verdict = not dominant
         for kid in kids:
             v = kid(view)
-            if v is False:
-                return False
             if v is None:
                 out = None
-        return out
-    return decide
-
-
-def _any(kids: list[Decide]) -> Decide:
-    def decide(view: ChunkView) -> Verdict:
-        out: Verdict = False
-        for kid in kids:
-            v = kid(view)
-            if v is True:
-                return True
-            if v is None:
-                out = None
+            elif bool(v) is dominant:
+                return dominant
         return out
     return decide
 
