@@ -16,7 +16,7 @@ from django.db import transaction
 
 from tsunagu.core.models import Workspace
 from tsunagu.customers.selectors import customer_event_identity
-from tsunagu.events.services import events_append, system_source
+from tsunagu.events.services import events_append, system_events_append, system_source
 from tsunagu.events.validation import Invalid, ParsedEvent, parse_event
 from tsunagu.messaging.models import Delivery, DeliveryEvent, SendEvent
 
@@ -110,17 +110,22 @@ def delivery_events_publish(*, limit: int = 500) -> int:
         .select_related("delivery__customer", "delivery__communication", "delivery__version", "workspace")
         .order_by("id")[:limit]
     )
-    by_workspace: dict[int, list[DeliveryEvent]] = {}
+    return _publish(DeliveryEvent, rows, _delivery_event_payload)
+
+
+def _publish(model: Any, rows: list[Any], payload: Any) -> int:
+    """The outbox's step for ``rows`` of ``model`` (delivery or send events): their events appended under
+    each workspace's messaging source (``system_events_append``: a payload that fails validation is logged
+    and skipped), then the rows marked. A crash between the two appends them again on the next pass, and
+    their fixed messageIds make the applier drop the second copy."""
+    payloads: dict[int, list[dict[str, Any]]] = {}
     for row in rows:
-        by_workspace.setdefault(row.workspace_id, []).append(row)
-    done = 0
-    for group in by_workspace.values():
-        parsed = [p for p in (_parse(x) for x in map(_delivery_event_payload, group) if x) if p is not None]
-        if parsed:
-            events_append(source=messaging_source(group[0].workspace), events=parsed, check_backlog=False)
-        with transaction.atomic():
-            done += DeliveryEvent.objects.filter(pk__in=[r.pk for r in group]).update(logged=True)
-    return done
+        built = payload(row)
+        if built:
+            payloads.setdefault(row.workspace_id, []).append(built)
+    system_events_append(name=SOURCE_NAME, payloads=payloads)
+    with transaction.atomic():
+        return int(model.objects.filter(pk__in=[r.pk for r in rows]).update(logged=True))
 
 
 def customer_event_append(
@@ -188,17 +193,7 @@ def send_events_publish(*, limit: int = 500) -> int:
         .select_related("send__customer", "send__communication", "send__version", "workspace")
         .order_by("id")[:limit]
     )
-    by_workspace: dict[int, list[SendEvent]] = {}
-    for row in rows:
-        by_workspace.setdefault(row.workspace_id, []).append(row)
-    done = 0
-    for group in by_workspace.values():
-        parsed = [p for p in (_parse(x) for x in map(_send_event_payload, group) if x) if p is not None]
-        if parsed:
-            events_append(source=messaging_source(group[0].workspace), events=parsed, check_backlog=False)
-        with transaction.atomic():
-            done += SendEvent.objects.filter(pk__in=[r.pk for r in group]).update(logged=True)
-    return done
+    return _publish(SendEvent, rows, _send_event_payload)
 
 
 def customer_timeline_append(
