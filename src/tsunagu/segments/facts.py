@@ -45,14 +45,18 @@ class CustomerFacts:
         if found is None:
             return None
         trait_id, aggregate = found
-        row = ComputedValue.objects.filter(trait_id=trait_id, customer_id=self.customer.pk).values_list(
-            "value", flat=True).first()
+        stored, row = self.computed_row(trait_id)
+        if not stored:  # never computed for this customer: a count or sum of nothing is 0, as in SQL
+            return 0 if aggregate in ZERO_DEFAULT and not path else None
         if row is None:
-            exists = ComputedValue.objects.filter(trait_id=trait_id, customer_id=self.customer.pk).exists()
-            if not exists and aggregate in ZERO_DEFAULT and not path:
-                return 0
             return None
         return path_get(row, path) if path else row
+
+    def computed_row(self, trait_id: int) -> tuple[bool, Any]:
+        """(whether the customer has a row of the trait, its value)."""
+        rows = list(ComputedValue.objects.filter(trait_id=trait_id, customer_id=self.customer.pk)
+                    .values_list("value", flat=True)[:1])
+        return (True, rows[0]) if rows else (False, None)
 
     def in_segment(self, key: str) -> bool:
         seg = self.catalog.segments.get(key)
@@ -142,19 +146,10 @@ class ChunkView(CustomerFacts):
         super().__init__(customer, chunk.catalog)
         self.chunk = chunk
 
-    def computed(self, key: str, path: tuple[str, ...]) -> Any:
-        found = self.catalog.computed.get(key)
-        if found is None:
-            return None
-        trait_id, aggregate = found
-        values = self.chunk.values
+    def computed_row(self, trait_id: int) -> tuple[bool, Any]:
         k = (trait_id, self.customer.pk)
-        if k not in values:
-            return 0 if aggregate in ZERO_DEFAULT and not path else None
-        row = values[k]
-        if row is None:
-            return None
-        return path_get(row, path) if path else row
+        values = self.chunk.values
+        return (True, values[k]) if k in values else (False, None)
 
     def in_segment(self, key: str) -> bool:
         seg = self.catalog.segments.get(key)

@@ -70,16 +70,12 @@ def values_read(*, trait_id: int, customer_ids: list[int]) -> dict[int, tuple[An
     return {cid: (None if value is None else loads(value), loads(state)) for cid, value, state in rows}
 
 
-def _ids_in(column: str, ids: list[int]) -> tuple[str, Any]:
-    return ids_in(column, ids, connection.vendor)
-
-
 def members_read(*, customer_ids: list[int], segment_id: int | None = None) -> dict[int, set[int]]:
     """{segment: its members among ``customer_ids``}: of every segment at once (by the ``customer`` index),
     or of ``segment_id``'s only."""
     if not customer_ids:
         return {}
-    cond, param = _ids_in("customer_id", customer_ids)
+    cond, param = ids_in("customer_id", customer_ids, connection.vendor)
     params: list[Any] = [param]
     if segment_id is not None:
         cond += " AND segment_id = %s"
@@ -107,7 +103,7 @@ def members_delete(*, segment_id: int, customer_ids: list[int]) -> None:
     """The rows of customers leaving a segment, with one DELETE."""
     if not customer_ids:
         return
-    cond, param = _ids_in("customer_id", customer_ids)
+    cond, param = ids_in("customer_id", customer_ids, connection.vendor)
     with connection.cursor() as cursor:
         cursor.execute(f"DELETE FROM {_MEMBERS} WHERE segment_id = %s AND {cond}", [segment_id, param])  # noqa: S608
 
