@@ -748,7 +748,7 @@ def main(argv: list[str]) -> int:
                     if waiting:
                         inserted = waiting_insert(args, world, setup, ended=kind == "ended")
                         print(f"  inserted {waiting:,} {kind} runs in {inserted:.1f} s", flush=True)
-                    prof = _profiler(args, "waiting-apply") if kind == "waiting" and rep == 1 else None
+                    prof = _profiler(args, f"{kind}-apply") if rep == 1 else None  # each kind: compare their trees
                     # Traffic of the same shape, seeded apart: the same message ids would be dropped as duplicates.
                     out = waiting_apply(args, world, waiting, seed=rep * 10 + kinds.index(kind), prof=prof, kind=kind)
                     out["insert_seconds"] = inserted

@@ -19,6 +19,7 @@ import datetime as dt
 import logging
 import threading
 import zoneinfo
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +101,7 @@ class Turn:
     # Replaying the past (the demo's weeks of history): sends are recorded at ``now``, outside quiet hours.
     past: bool = False
     runs: list[Run] = field(default_factory=list)
+    awaits_deleted: Collection[int] = ()  # runs whose Await the caller deleted (``runs_step_now``)
 
     _LISTS = ("history", "awaits", "awaits_done", "run_sends", "traits", "tasks")
 
@@ -135,10 +137,7 @@ def runs_execute(*, ids: list[int], worker_id: str, now: dt.datetime | None = No
     now = now or clock.now()
     turn = Turn(now=now, past=past)
     with transaction.atomic():
-        runs_q = Run.objects.filter(pk__in=ids, locked_by=worker_id).order_by("pk")
-        if connection.vendor == "postgresql":
-            runs_q = runs_q.select_for_update()
-        runs = turn.runs = _with_shared(list(runs_q))
+        runs = turn.runs = _with_shared(sql.runs_read(ids=ids, locked_by=worker_id, lock=True))
         for run in runs:
             # Paused or ended since the claim, or no longer due: the applier may have run it meanwhile (an
             # awaited event came) and left it waiting on a later step.
@@ -162,15 +161,18 @@ def _execute_one(run: Run, turn: Turn) -> None:
         _end(run, turn, Run.Status.FAILED, reason=f"{type(exc).__name__}: {exc}"[:500])
 
 
-def runs_step_now(*, runs: list[Run], now: dt.datetime, past: bool = False) -> int:
+def runs_step_now(*, runs: list[Run], now: dt.datetime, past: bool = False,
+                  history: Sequence[sql.HistoryRow] = (), awaits_deleted: Collection[int] = ()) -> int:
     """Execute ``runs`` at once in the caller's transaction — the applier's, for the runs an applied event
     entered or woke — so a run goes on in the commit that applied its event, not at the engine's next claim
     (on SQLite the engine would wait for the applier's write lock). The caller holds the runs' rows (locked
     on PostgreSQL; SQLite's write lock). Their lease, if a worker had claimed one, is cleared: that worker's
-    turn no longer finds them its own. Returns the steps executed."""
+    turn no longer finds them its own. ``history``: rows the caller has for these runs, written first in the
+    turn's one insert (the awaited event that woke them); ``awaits_deleted``: runs whose ``Await`` the caller
+    has deleted already. Returns the steps executed."""
     if not runs:
         return 0
-    turn = Turn(now=now, runs=runs, past=past)
+    turn = Turn(now=now, runs=runs, past=past, history=list(history), awaits_deleted=awaits_deleted)
     _with_shared(runs)
     for run in runs:
         _execute_one(run, turn)
@@ -212,8 +214,7 @@ def _flush(runs: list[Run], turn: Turn) -> None:
     # One executemany per table (``journeys.sql``): the ORM's bulk_update (a CASE per field and row) was most
     # of a turn's time.
     sql.rows_update(Run, runs, FLUSHED)
-    if turn.awaits_done:
-        Await.objects.filter(run_id__in=turn.awaits_done).delete()
+    sql.awaits_delete(run_ids=sorted(set(turn.awaits_done).difference(turn.awaits_deleted)))
     sql.rows_insert(Await, turn.awaits)
     sql.history_insert(turn.history)
     sql.rows_insert(RunSend, turn.run_sends)

@@ -22,7 +22,6 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection
 from django.db.models import F, Q
 
 from tsunagu.events.apply import AppliedEvent
@@ -62,10 +61,7 @@ def _locked(ids: list[int]) -> list[Run]:
     """Runs by id, locked on PostgreSQL in id order (the engine locks in the same order: no deadlock), each
     with its version attached from one read of the few versions they share — not joined into every run's
     row, which decoded the version's whole definition once per run (a third of waking runs, profiled)."""
-    qs = Run.objects.filter(pk__in=ids).order_by("pk")
-    if connection.vendor == "postgresql":
-        qs = qs.select_for_update()
-    runs = list(qs)
+    runs = sql.runs_read(ids=sorted(ids), lock=True)
     versions = JourneyVersion.objects.in_bulk({r.version_id for r in runs})
     for run in runs:
         run.version = versions[run.version_id]
@@ -79,14 +75,20 @@ class Inline:
     def __init__(self, now: Any, limit: int = INLINE_LIMIT, past: bool = False) -> None:
         self.now, self.left, self.deferred, self.past = now, limit, False, past
 
-    def run(self, runs: list[Run]) -> list[Run]:
-        """Execute what the budget allows now; return the runs left for the engine."""
+    def run(self, runs: list[Run], history: dict[int, sql.HistoryRow] | None = None) -> list[Run]:
+        """Execute what the budget allows now; return the runs left for the engine. ``history``: a row per
+        run woken by an awaited event (whose ``Await`` is deleted): those executed now have it written in
+        their turn's insert, the others here."""
         ready = [r for r in runs if not r.held]
         now, later = ready[:self.left], ready[self.left:]
         self.left -= len(now)
         self.deferred = self.deferred or bool(later)
-        engine.runs_step_now(runs=now, now=self.now, past=self.past)
-        return later + [r for r in runs if r.held]
+        history = history or {}
+        engine.runs_step_now(runs=now, now=self.now, past=self.past, history=[history[r.pk] for r in now if r.pk in history],
+                             awaits_deleted=history.keys())
+        left = later + [r for r in runs if r.held]
+        sql.history_insert([history[r.pk] for r in left if r.pk in history])
+        return left
 
 
 @dataclass
@@ -205,7 +207,8 @@ def _awaited(events: list[AppliedEvent], ctx: Context, now: Any, since: dict[int
                 matched[run_id] = (step, event)
     if not matched:
         return 0
-    history, woken = [], []
+    history: dict[int, sql.HistoryRow] = {}
+    woken = []
     for run in _locked(list(matched)):
         step, event = matched[run.pk]
         if run.step != step or run.step_state != engine.WAITING:
@@ -215,13 +218,14 @@ def _awaited(events: list[AppliedEvent], ctx: Context, now: Any, since: dict[int
         outcome: dict[str, Any] = {"event": event.event, "message_id": event.message_id}
         if run.status == Run.Status.PAUSED:
             outcome["while_paused"] = True
-        history.append(sql.HistoryRow(run.pk, run.journey_id, step, "event", now, outcome, ""))
+        history[run.pk] = sql.HistoryRow(run.pk, run.journey_id, step, "event", now, outcome, "")
         woken.append(run)
+    # Every woken run's Await goes now, paused ones' too: the event is in their context, and a second event
+    # must not wake them twice.
     sql.awaits_delete(run_ids=[r.pk for r in woken])
-    sql.history_insert(history)
     # The woken runs go on now, in this transaction (the event's commit is the run's); paused ones and those
     # over the chunk's budget keep the event and are due for the engine.
-    later = inline.run(woken)
+    later = inline.run(woken, history)
     sql.rows_update(Run, later, ("context", "due_at", "updated_at"))
     if any(not r.held for r in later):
         inline.deferred = True
