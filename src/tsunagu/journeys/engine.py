@@ -8,9 +8,9 @@ its runs are claimed again once the lease runs out and the steps are executed th
 the process inside a turn: a send is a ``Send`` row (messaging delivers it after commit, its idempotency key
 ``journey-run:<run>:<step>:<visit>``), a webhook a job with the same key, a trait update an outbox row.
 
-A run holds nothing in memory while it waits: a timer is its ``due_at``, an awaited event its ``Await`` row
-(the applier makes the run due when the event comes, ``journeys.reactions``), a webhook's answer the job
-that makes it due.
+A run holds nothing in memory while it waits: a timer is its ``due_at``, an awaited event its ``awaits``
+column (indexed with its customer: the applier finds the run and makes it go on when the event comes,
+``journeys.matching``), a webhook's answer the job that makes it due.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import datetime as dt
 import logging
 import threading
 import zoneinfo
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +34,7 @@ from tsunagu.core.models import Workspace
 from tsunagu.core.permissions import System
 from tsunagu.journeys import sql
 from tsunagu.journeys.definition import JOURNEY_HEAD, Plan, Step
-from tsunagu.journeys.models import Await, Journey, JourneyVersion, Run, RunSend, Task, TraitUpdate
+from tsunagu.journeys.models import Journey, JourneyVersion, Run, RunSend, Task, TraitUpdate
 from tsunagu.journeys.plans import JourneyFacts, iso, plan_of, split_bucket, split_path
 from tsunagu.segments.rule.pyeval import evaluate
 from tsunagu.segments.rule.values import DATE_RE, context, path_get
@@ -89,8 +89,6 @@ class Turn:
 
     now: dt.datetime
     history: list[sql.HistoryRow] = field(default_factory=list)
-    awaits: list[Await] = field(default_factory=list)
-    awaits_done: list[int] = field(default_factory=list)
     run_sends: list[RunSend] = field(default_factory=list)
     traits: list[TraitUpdate] = field(default_factory=list)
     tasks: list[Task] = field(default_factory=list)
@@ -101,9 +99,8 @@ class Turn:
     # Replaying the past (the demo's weeks of history): sends are recorded at ``now``, outside quiet hours.
     past: bool = False
     runs: list[Run] = field(default_factory=list)
-    awaits_deleted: Collection[int] = ()  # runs whose Await the caller deleted (``runs_step_now``)
 
-    _LISTS = ("history", "awaits", "awaits_done", "run_sends", "traits", "tasks")
+    _LISTS = ("history", "run_sends", "traits", "tasks")
 
     def marks(self) -> tuple[int, ...]:
         return tuple(len(getattr(self, name)) for name in self._LISTS)
@@ -162,17 +159,16 @@ def _execute_one(run: Run, turn: Turn) -> None:
 
 
 def runs_step_now(*, runs: list[Run], now: dt.datetime, past: bool = False,
-                  history: Sequence[sql.HistoryRow] = (), awaits_deleted: Collection[int] = ()) -> int:
+                  history: Sequence[sql.HistoryRow] = ()) -> int:
     """Execute ``runs`` at once in the caller's transaction — the applier's, for the runs an applied event
     entered or woke — so a run goes on in the commit that applied its event, not at the engine's next claim
     (on SQLite the engine would wait for the applier's write lock). The caller holds the runs' rows (locked
     on PostgreSQL; SQLite's write lock). Their lease, if a worker had claimed one, is cleared: that worker's
     turn no longer finds them its own. ``history``: rows the caller has for these runs, written first in the
-    turn's one insert (the awaited event that woke them); ``awaits_deleted``: runs whose ``Await`` the caller
-    has deleted already. Returns the steps executed."""
+    turn's one insert (the awaited event that woke them). Returns the steps executed."""
     if not runs:
         return 0
-    turn = Turn(now=now, runs=runs, past=past, history=list(history), awaits_deleted=awaits_deleted)
+    turn = Turn(now=now, runs=runs, past=past, history=list(history))
     _with_shared(runs)
     for run in runs:
         _execute_one(run, turn)
@@ -181,7 +177,7 @@ def runs_step_now(*, runs: list[Run], now: dt.datetime, past: bool = False,
 
 
 FLUSHED = ("status", "step", "step_state", "visits", "due_at", "context", "locked_by", "lease_until", "updated_at",
-           "ended_at")
+           "ended_at", "awaits")
 
 
 def _with_shared(runs: list[Run]) -> list[Run]:
@@ -214,8 +210,6 @@ def _flush(runs: list[Run], turn: Turn) -> None:
     # One executemany per table (``journeys.sql``): the ORM's bulk_update (a CASE per field and row) was most
     # of a turn's time.
     sql.rows_update(Run, runs, FLUSHED)
-    sql.awaits_delete(run_ids=sorted(set(turn.awaits_done).difference(turn.awaits_deleted)))
-    sql.rows_insert(Await, turn.awaits)
     sql.history_insert(turn.history)
     sql.rows_insert(RunSend, turn.run_sends)
     sql.rows_insert(Task, turn.tasks)
@@ -271,8 +265,7 @@ def _advance(run: Run, plan: Plan, turn: Turn) -> None:
 
 
 def _end(run: Run, turn: Turn, status: str, *, reason: str = "") -> None:
-    if run.step_state == WAITING:
-        turn.awaits_done.append(run.pk)
+    run.awaits = ""  # an ended run awaits nothing (whatever step it ended on, a failed one included)
     run.status, run.step_state, run.due_at, run.ended_at = status, "", None, turn.now
     turn.note(run, run.step, status, {"reason": reason} if reason else None)
 
@@ -286,7 +279,7 @@ def _wake(run: Run, step: Step, turn: Turn) -> Any:
     """The run waited on ``step`` and is due: where it goes now."""
     state = _steps(run).setdefault(step.id, {})
     if step.type == "wait_for_event":
-        turn.awaits_done.append(run.pk)
+        run.awaits = ""
         matched = state.get("event")
         state["outcome"] = "event" if matched else "timeout"
         turn.note(run, step.id, "done", {"by": state["outcome"]})
@@ -360,8 +353,7 @@ def _wait(run: Run, step: Step, turn: Turn) -> Any:
 def _wait_for_event(run: Run, step: Step, turn: Turn) -> Any:
     timeout = step.raw.get("timeout_seconds")
     run.due_at = turn.now + dt.timedelta(seconds=timeout) if timeout else None
-    turn.awaits.append(Await(run_id=run.pk, workspace_id=run.workspace_id, customer_id=run.customer_id,
-                             event=step.raw["event"], step=step.id, where=step.raw.get("where", [])))
+    run.awaits = step.raw["event"]  # the step's ``where`` is in the run's version
     state = {"at": iso(turn.now), "waiting_for": step.raw["event"]}
     if run.due_at is not None:
         state["until"] = iso(run.due_at)

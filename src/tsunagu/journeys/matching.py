@@ -4,8 +4,8 @@ transaction, and what a replay of history does for one journey (``journeys.backf
 1. entries: the current versions of active and paused journeys whose entry the event meets — each new run
    then executed at once, so a later event of the same chunk (the purchase a moment after the checkout)
    finds it already waiting;
-2. awaited events: the chunk's (customer, event) pairs looked up in ``Await`` — an index probe, however many
-   runs wait — and each matching run gets the event in its context and goes on at once, in this
+2. awaited events: the chunk's (customer, event) pairs looked up in the runs' ``awaits`` index — an index
+   probe, however many runs wait — and each matching run gets the event in its context and goes on at once, in this
    transaction (a paused run keeps the event and takes it on resume);
 3. goals: a run of the customer whose version's goal the event meets converts (and exits, unless the goal
    says ``"exit": false``);
@@ -27,9 +27,8 @@ from django.db.models import F, Q
 from tsunagu.events.apply import AppliedEvent
 from tsunagu.journeys import engine, sql
 from tsunagu.journeys.entries import Candidate, runs_enter
-from tsunagu.journeys.models import Await, Journey, JourneyVersion, Run, RunHistory, RunSend
+from tsunagu.journeys.models import Journey, JourneyVersion, Run, RunHistory, RunSend
 from tsunagu.journeys.plans import event_context, iso, plan_of
-from tsunagu.segments.rule.parse import where_parse
 from tsunagu.segments.rule.pyeval import where_holds
 from tsunagu.segments.rule.values import Context, context
 
@@ -39,18 +38,6 @@ OUTCOME_EVENTS = {"Message Sent": "sent", "Message Delivered": "delivered", "Mes
                   "Message Bounced": "bounced", "Message Undeliverable": "undeliverable",
                   "Message Opened": "opened", "Message Clicked": "clicked", "Message Skipped": "skipped"}
 WORKED = frozenset({"delivered", "opened", "clicked"})
-_WHERE: dict[str, Any] = {}
-
-
-def _where(raw: Any) -> Any:
-    """A stored ``where`` list parsed once per process (it was validated when the version was published)."""
-    key = repr(raw)
-    parsed = _WHERE.get(key)
-    if parsed is None:
-        if len(_WHERE) > 5000:
-            _WHERE.clear()
-        parsed = _WHERE[key] = where_parse(raw or [])
-    return parsed
 
 
 def _chunks(items: list[Any]) -> list[list[Any]]:
@@ -77,15 +64,15 @@ class Inline:
 
     def run(self, runs: list[Run], history: dict[int, sql.HistoryRow] | None = None) -> list[Run]:
         """Execute what the budget allows now; return the runs left for the engine. ``history``: a row per
-        run woken by an awaited event (whose ``Await`` is deleted): those executed now have it written in
-        their turn's insert, the others here."""
+        run woken by an awaited event: those executed now have it written in their turn's insert, the others
+        here."""
         ready = [r for r in runs if not r.held]
         now, later = ready[:self.left], ready[self.left:]
         self.left -= len(now)
         self.deferred = self.deferred or bool(later)
         history = history or {}
-        engine.runs_step_now(runs=now, now=self.now, past=self.past, history=[history[r.pk] for r in now if r.pk in history],
-                             awaits_deleted=history.keys())
+        engine.runs_step_now(runs=now, now=self.now, past=self.past,
+                             history=[history[r.pk] for r in now if r.pk in history])
         left = later + [r for r in runs if r.held]
         sql.history_insert([history[r.pk] for r in left if r.pk in history])
         return left
@@ -127,14 +114,26 @@ class Scope:
         self.journey = journey
         self.versions: list[JourneyVersion] = []
         self.awaited: set[str] = set()  # the events some step of a version waits for
+        self.plans: dict[int, Any] = {}  # version id -> plan, as ``step`` needs them
 
     def read(self, workspace_id: int) -> None:
         """The published versions in scope, once per chunk (their plans are cached): an event no version
-        waits for is never looked up in ``Await``."""
+        waits for is never looked up."""
         self.versions = list(self.runs(JourneyVersion.objects.filter(journey__workspace_id=workspace_id))
                              .exclude(journey__status=Journey.Status.DRAFT))
         for version in self.versions:
             self.awaited |= {s.raw["event"] for s in plan_of(version).steps.values() if s.type == "wait_for_event"}
+
+    def step(self, version_id: int, step_id: str) -> Any:
+        """The parsed ``where`` of a version's ``wait_for_event`` step (``()`` if it has none; a version out
+        of scope, as a run of a journey back in draft, read once)."""
+        plans = self.plans
+        if version_id not in plans:
+            version = next((v for v in self.versions if v.pk == version_id), None)
+            version = version or JourneyVersion.objects.get(pk=version_id)
+            plans[version_id] = plan_of(version)
+        found = plans[version_id].steps.get(step_id)
+        return found.where if found is not None else ()
 
     def runs(self, rows: Any, path: str = "journey") -> Any:
         return rows if self.journey is None else rows.filter(**{path: self.journey})
@@ -156,14 +155,12 @@ def runs_merge(*, merges: list[tuple[int, int]], now: dt.datetime) -> int:
         for run in runs:
             if (run.version_id, run.entry_key) in taken:
                 Run.objects.filter(pk=run.pk).update(status=Run.Status.CANCELLED, due_at=None, ended_at=now,
-                                                     step_state="", held=False, updated_at=now)
-                Await.objects.filter(run_id=run.pk).delete()
+                                                     step_state="", held=False, updated_at=now, awaits="")
                 history.append(RunHistory(run_id=run.pk, journey_id=run.journey_id, step=run.step,
                                           action="cancelled", at=now,
                                           outcome={"reason": f"merged into customer {into}, who has this run"}))
                 continue
-            Run.objects.filter(pk=run.pk).update(customer_id=into, updated_at=now)
-            Await.objects.filter(run_id=run.pk).update(customer_id=into)
+            Run.objects.filter(pk=run.pk).update(customer_id=into, updated_at=now)  # what it awaits goes along
             history.append(RunHistory(run_id=run.pk, journey_id=run.journey_id, step=run.step, action="merged",
                                       at=now, outcome={"from_customer": other, "into_customer": into}))
             taken.add((run.version_id, run.entry_key))
@@ -195,15 +192,15 @@ def _awaited(events: list[AppliedEvent], ctx: Context, now: Any, since: dict[int
     waiting: dict[tuple[int, str], list[tuple[int, str, Any]]] = {}
     journey_id = scope.journey.pk if scope.journey is not None else None
     for part in _chunks(customers):
-        for run_id, customer_id, name, step, where in sql.awaits_read(customer_ids=part, names=names,
-                                                                      journey_id=journey_id):
-            waiting.setdefault((customer_id, name), []).append((run_id, step, where))
+        for run_id, customer_id, name, step, version_id in sql.awaits_read(customer_ids=part, names=names,
+                                                                           journey_id=journey_id):
+            waiting.setdefault((customer_id, name), []).append((run_id, step, scope.step(version_id, step)))
     if not waiting:
         return 0
     matched: dict[int, tuple[str, AppliedEvent]] = {}
     for i, event in enumerate(events):
         for run_id, step, where in waiting.get((event.customer_id, event.event), ()):  # type: ignore[arg-type]
-            if run_id not in matched and i > since.get(run_id, -1) and _where_ok(_where(where), event, ctx):
+            if run_id not in matched and i > since.get(run_id, -1) and _where_ok(where, event, ctx):
                 matched[run_id] = (step, event)
     if not matched:
         return 0
@@ -219,14 +216,14 @@ def _awaited(events: list[AppliedEvent], ctx: Context, now: Any, since: dict[int
         if run.status == Run.Status.PAUSED:
             outcome["while_paused"] = True
         history[run.pk] = sql.HistoryRow(run.pk, run.journey_id, step, "event", now, outcome, "")
+        # Every woken run awaits nothing more, a paused one too: the event is in its context, and a second
+        # event must not wake it twice.
+        run.awaits = ""
         woken.append(run)
-    # Every woken run's Await goes now, paused ones' too: the event is in their context, and a second event
-    # must not wake them twice.
-    sql.awaits_delete(run_ids=[r.pk for r in woken])
     # The woken runs go on now, in this transaction (the event's commit is the run's); paused ones and those
     # over the chunk's budget keep the event and are due for the engine.
     later = inline.run(woken, history)
-    sql.rows_update(Run, later, ("context", "due_at", "updated_at"))
+    sql.rows_update(Run, later, ("context", "due_at", "updated_at", "awaits"))
     if any(not r.held for r in later):
         inline.deferred = True
     return len(history)
@@ -256,7 +253,7 @@ def _goals(workspace_id: int, events: list[AppliedEvent], ctx: Context, now: Any
     by_customer: dict[int, list[Run]] = {}
     for run in runs:
         by_customer.setdefault(run.customer_id, []).append(run)
-    history, changed, ended_waiting = [], [], []
+    history, changed = [], []
     position = {e.message_id: i for i, e in enumerate(events)}
     for event in relevant:
         for run in by_customer.get(event.customer_id, []):  # type: ignore[arg-type]
@@ -271,14 +268,13 @@ def _goals(workspace_id: int, events: list[AppliedEvent], ctx: Context, now: Any
             history.append(RunHistory(run=run, journey_id=run.journey_id, step=run.step, action="goal", at=now,
                                       outcome={"event": event.event, "message_id": event.message_id}))
             if plan.goal.get("exit", True) and run.status not in Run.ENDED:
-                if run.step_state == engine.WAITING:
-                    ended_waiting.append(run.pk)
                 run.status, run.step_state, run.due_at, run.ended_at = Run.Status.EXITED, "", None, now
+                run.awaits = ""
                 history.append(RunHistory(run=run, journey_id=run.journey_id, step=run.step, action="exited",
                                           at=now, outcome={"reason": "goal"}))
             changed.append(run)
-    Run.objects.bulk_update(changed, ["goal_at", "status", "step_state", "due_at", "ended_at"], batch_size=500)
-    Await.objects.filter(run_id__in=ended_waiting).delete()
+    Run.objects.bulk_update(changed, ["goal_at", "status", "step_state", "due_at", "ended_at", "awaits"],
+                            batch_size=500)
     RunHistory.objects.bulk_create(history, batch_size=500)
 
 

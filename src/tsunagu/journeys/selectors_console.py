@@ -9,7 +9,8 @@ from django.db.models import Count, Q
 
 from tsunagu.core.errors import ValidationError
 from tsunagu.core.models import Workspace
-from tsunagu.journeys.models import Await, Journey, Run
+from tsunagu.journeys.models import Journey, Run
+from tsunagu.journeys.plans import plan_of
 from tsunagu.journeys.selectors import RUN_STATUSES
 
 LIVE = (Run.Status.ACTIVE, Run.Status.WAITING, Run.Status.PAUSED)
@@ -45,5 +46,7 @@ def runs_page(*, journey: Journey, status: str | None = None, customer_ids: list
 
 def run_awaiting(*, run: Run) -> dict[str, Any] | None:
     """The event a waiting run awaits (name, step, property filter), or None."""
-    found = Await.objects.filter(run=run).values("event", "step", "where").first()
-    return dict(found) if found is not None else None
+    if not run.awaits:
+        return None
+    step = plan_of(run.version).steps.get(run.step)
+    return {"event": run.awaits, "step": run.step, "where": step.raw.get("where", []) if step is not None else []}

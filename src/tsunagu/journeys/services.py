@@ -21,7 +21,7 @@ from tsunagu.customers.models import Customer
 from tsunagu.journeys import engine, sql
 from tsunagu.journeys.definition import Plan, definition_parse
 from tsunagu.journeys.entries import Candidate, runs_enter
-from tsunagu.journeys.models import Await, Evaluation, Journey, JourneyVersion, Run, RunHistory
+from tsunagu.journeys.models import Evaluation, Journey, JourneyVersion, Run, RunHistory
 from tsunagu.journeys.plans import plan_of
 from tsunagu.journeys.selectors import known_names
 
@@ -258,9 +258,8 @@ def run_cancel(*, run: Run, actor: Any) -> Run:
             raise Conflict(f"the run has already ended ({run.status})", field="status")
         now = clock.now()
         run.status, run.held, run.due_at, run.ended_at, run.updated_at = Run.Status.CANCELLED, False, None, now, now
-        run.step_state = ""
-        run.save(update_fields=["status", "held", "due_at", "ended_at", "updated_at", "step_state"])
-        Await.objects.filter(run=run).delete()
+        run.step_state, run.awaits = "", ""
+        run.save(update_fields=["status", "held", "due_at", "ended_at", "updated_at", "step_state", "awaits"])
         _history([run], "cancelled", actor)
     return run
 
@@ -322,8 +321,8 @@ def runs_migrate(*, journey: Journey, from_version: Any, to_version: Any, actor:
             run.version = target
             new = plan.steps[run.step]
             if run.step_state == engine.WAITING and new.type == "wait_for_event":
-                # What the run awaits is the new version's: its event and filter may have changed.
-                Await.objects.filter(run=run).update(event=new.raw["event"], where=new.raw.get("where", []))
+                # What the run awaits is the new version's (its filter is read from the version it is on).
+                Run.objects.filter(pk=run.pk).update(awaits=new.raw["event"])
         _history(moved, "migrated", actor, {"from_version": source.number, "to_version": target.number})
         audit_record(workspace=journey.workspace, actor=actor, action="journey.migrate", target=journey.key,
                      data={"from_version": source.number, "to_version": target.number, "moved": len(moved),

@@ -159,7 +159,6 @@ def test_pausing_twice_or_resuming_what_is_not_paused_is_refused(drip: Any, send
 
 def test_runs_waiting_for_an_event_migrated_to_a_new_version_await_its_event(drip: Any, send: Any,
                                                                               workspace: Any) -> None:
-    from tsunagu.journeys.models import Await
     from tsunagu.journeys.services import journey_update, runs_migrate
 
     known_events(send, "Order Shipped")
@@ -174,7 +173,7 @@ def test_runs_waiting_for_an_event_migrated_to_a_new_version_await_its_event(dri
         journey_update(journey=drip, definition=v2, actor=SYSTEM)
         journey_publish(journey=drip, actor=SYSTEM)
         assert runs_migrate(journey=drip, from_version=1, to_version=2, actor=SYSTEM) == {"moved": 1, "refused": []}
-        assert Await.objects.get().event == "Order Shipped"
+        assert run_of("drip", "u-7").awaits == "Order Shipped"
         send("/v1/track", {"userId": "u-7", "event": "Order Completed"})  # version 1's event: no longer awaited
         engine_pass()
         assert run_of("drip", "u-7").status == Run.Status.WAITING
