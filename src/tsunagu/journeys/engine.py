@@ -185,12 +185,16 @@ def _with_shared(runs: list[Run]) -> list[Run]:
     each, and joining them into every run's row cost more than the steps (profile of the bench)."""
     if not runs:
         return runs
-    versions = {v.pk: v for v in JourneyVersion.objects.filter(pk__in={r.version_id for r in runs})}
-    journeys = {j.pk: j for j in Journey.objects.filter(pk__in={r.journey_id for r in runs})}
-    workspaces = {w.pk: w for w in Workspace.objects.filter(pk__in={r.workspace_id for r in runs})}
-    for run in runs:
-        run.version, run.journey, run.workspace = (versions[run.version_id], journeys[run.journey_id],
-                                                   workspaces[run.workspace_id])
+    shared = ((Run.version.field, JourneyVersion, "version_id"), (Run.journey.field, Journey, "journey_id"),
+              (Run.workspace.field, Workspace, "workspace_id"))
+    for fk, model, attname in shared:
+        # The related object put in the run's cache as the ORM's select_related does (the descriptor's
+        # ``__set__`` checks per run were most of this, profiled); one already attached is kept.
+        missing = {getattr(r, attname) for r in runs if not fk.is_cached(r)}
+        found = model.objects.in_bulk(missing) if missing else {}
+        for run in runs:
+            if not fk.is_cached(run):
+                fk.set_cached_value(run, found[getattr(run, attname)])
     return runs
 
 

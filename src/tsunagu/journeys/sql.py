@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import operator
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import orjson
 from django.db import DEFAULT_DB_ALIAS, connection, connections, models
+from django.db.models.base import ModelState
 from django.db.models.fields import AutoFieldMixin
 
 from tsunagu.core.dburl import datetime_param, ids_in, json_param, json_placeholder
@@ -64,11 +66,13 @@ def rows_update(model: type[models.Model], objs: Sequence[models.Model], names: 
     pk = model._meta.pk
     assert pk is not None
     # Names from the model's own metadata, quoted; the values are parameters.
-    preps = [(f.attname, _Prep(f, conn)) for f in fields]
-    sets = ", ".join(f"{qn(f.column)} = {prep.placeholder}" for f, (_, prep) in zip(fields, preps, strict=True))
+    preps = [_Prep(f, conn) for f in fields]
+    sets = ", ".join(f"{qn(f.column)} = {prep.placeholder}" for f, prep in zip(fields, preps, strict=True))
     sql = f"UPDATE {_table(model)} SET {sets} WHERE {qn(pk.column)} = %s"  # noqa: S608
-    params = [[prep(getattr(obj, attname)) for attname, prep in preps] + [pk.get_db_prep_save(obj.pk, conn)]
-              for obj in objs]
+    # One attrgetter for the row's values, and the integer key as it is (an AutoField's preparation is int()).
+    values = operator.attrgetter(*[f.attname for f in fields], pk.attname)
+    params = [[prep(v) for prep, v in zip(preps, row, strict=False)] + [int(row[-1])]
+              for row in map(values, objs)]
     with conn.cursor() as cursor:
         cursor.executemany(sql, params)
 
@@ -158,11 +162,18 @@ def runs_read(*, ids: Sequence[int], locked_by: str | None = None, lock: bool = 
     names = [f.attname for f in fields]
     db = connection.alias
     out = []
+    new = Run.__new__
     for row in rows:
         values = list(row)
         for i, reader in convert:
             values[i] = reader(values[i])
-        out.append(Run.from_db(db, names, values))
+        # What ``Model.from_db`` makes of a full row (every concrete field, in order), without ``__init__``'s
+        # per-field descriptor calls: a saved instance, its attributes the row's values.
+        run = new(Run)
+        run.__dict__.update(zip(names, values, strict=True))
+        state = run._state = ModelState()
+        state.adding, state.db = False, db
+        out.append(run)
     return out
 
 

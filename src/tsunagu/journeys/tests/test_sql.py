@@ -207,5 +207,9 @@ def test_runs_read_returns_what_the_orm_returns(workspace: Any, journey: Any) ->
     assert got[1].lease_until == now.replace(microsecond=0) and got[1].lease_until.tzinfo is not None
     assert got[2].context["big"] == 2 ** 70 and got[0].context["steps"]["mark"]["nested"][2] == {"x": "ｶﾅ"}
     assert not got[0]._state.adding  # saved rows, as the ORM's: ``save()`` updates them
+    got[0].entry_key = "saved"
+    got[0].save(update_fields=["entry_key"])
+    assert Run.objects.get(pk=got[0].pk).entry_key == "saved" and Run.objects.count() == len(runs)
+    assert got[1].journey == journey[0] and got[1].customer.user_id == "read-1"  # relations load on demand
     assert [r.pk for r in sql.runs_read(ids=ids, locked_by="w2")] == [runs[1].pk]
     assert sql.runs_read(ids=[]) == []
